@@ -1,0 +1,211 @@
+//! The validated, immutable configuration. Everything downstream of limpet-config
+//! reads only these types: no string here is parsed again later.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A whole validated configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: Server,
+    pub listeners: Vec<Listener>,
+    pub admin: Admin,
+    pub cookie_keys: Vec<CookieKey>,
+    pub routes: Vec<Route>,
+    /// Pools by name, in name order.
+    pub pools: BTreeMap<PoolId, Pool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub threads: usize,
+    pub client_idle_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+    pub grace_period: Duration,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub log_format: LogFormat,
+    pub debug_headers: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+/// Where a cookie signing secret comes from. Reading it is the caller's job
+/// (this crate does no I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+    Inline(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieKey {
+    pub id: KeyId,
+    pub source: SecretSource,
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            pub fn new(s: &str) -> Self {
+                Self(Arc::from(s))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A pool's name, as written under `pools:`.
+    PoolId
+);
+id_type!(
+    /// A backend's stable identity: cookies, tables, metrics and logs use it, never the address.
+    BackendId
+);
+id_type!(
+    /// A signing key's id, carried in every cookie so that rotation keeps old cookies valid.
+    KeyId
+);
+
+/// Longest id accepted for pools, backends and keys: ids travel in cookies and labels.
+pub const MAX_ID_LEN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    /// Lower-case host without port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches any host ending with it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub host: HostMatch,
+    pub path_prefix: String,
+    pub pool: PoolId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequests,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBackendDown {
+    /// Re-pin to a healthy backend with a new cookie.
+    Redispatch,
+    /// Answer 503 rather than move the user.
+    Strict,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub id: PoolId,
+    pub balance: Balance,
+    pub persistence: Vec<Persistence>,
+    pub on_backend_down: OnBackendDown,
+    /// Connect failures retried on other backends, per request.
+    pub retries: u32,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Persistence {
+    Cookie(CookiePersistence),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secure {
+    /// On for TLS listeners.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+/// Duration-based affinity cookie: limpet issues it with a fixed, absolute TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookiePersistence {
+    pub name: String,
+    pub ttl: Duration,
+    pub max_ttl: Duration,
+    pub path: String,
+    pub domain: Option<String>,
+    pub secure: Secure,
+    pub http_only: bool,
+    pub same_site: SameSite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    Active,
+    /// Keeps its existing sessions, gets no new ones.
+    Draining,
+    /// Gets nothing; its sessions are re-pinned.
+    Disabled,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 3] = [Self::Active, Self::Draining, Self::Disabled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Draining => "draining",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub id: BackendId,
+    pub address: SocketAddr,
+    /// 0 gives no new sessions (existing ones stay), like `draining`.
+    pub weight: u32,
+    pub state: BackendState,
+}
+
+/// Highest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 1000;

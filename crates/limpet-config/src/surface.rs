@@ -1,0 +1,196 @@
+//! The YAML surface: serde structs that mirror the file. Every leaf is `Lenient`, so one
+//! wrong value never hides the others; unknown keys are captured (not dropped) so that
+//! validation reports all of them with a suggestion.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_yaml::{Mapping, Value};
+
+/// A value that failed to deserialise keeps its error message instead of aborting the file.
+#[derive(Debug, Clone)]
+pub enum Lenient<T> {
+    Ok(T),
+    Err(String),
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Ok(match serde_yaml::from_value::<T>(v) {
+            Ok(t) => Lenient::Ok(t),
+            Err(e) => Lenient::Err(e.to_string()),
+        })
+    }
+}
+
+type F<T> = Option<Lenient<T>>;
+
+#[derive(Debug, Deserialize)]
+pub struct File {
+    pub server: F<Server>,
+    pub listeners: F<Vec<Lenient<Listener>>>,
+    pub admin: F<Admin>,
+    pub cookie_keys: F<Vec<Lenient<CookieKey>>>,
+    pub session_store: Option<Value>,
+    pub routes: F<Vec<Lenient<Route>>>,
+    pub pools: F<Mapping>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const FILE_KEYS: &[&str] = &[
+    "server",
+    "listeners",
+    "admin",
+    "cookie_keys",
+    "session_store",
+    "routes",
+    "pools",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Server {
+    pub threads: F<u64>,
+    pub client_idle_timeout: F<String>,
+    pub upstream_connect_timeout: F<String>,
+    pub upstream_read_timeout: F<String>,
+    pub grace_period: F<String>,
+    pub trusted_proxies: F<Vec<Lenient<String>>>,
+    pub log_format: F<String>,
+    pub debug_headers: F<bool>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const SERVER_KEYS: &[&str] = &[
+    "threads",
+    "client_idle_timeout",
+    "upstream_connect_timeout",
+    "upstream_read_timeout",
+    "grace_period",
+    "trusted_proxies",
+    "log_format",
+    "debug_headers",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Listener {
+    pub address: F<String>,
+    pub tls: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const LISTENER_KEYS: &[&str] = &["address", "tls"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Admin {
+    pub address: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const ADMIN_KEYS: &[&str] = &["address"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CookieKey {
+    pub id: F<String>,
+    pub secret_env: F<String>,
+    pub secret_file: F<String>,
+    pub secret: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const COOKIE_KEY_KEYS: &[&str] = &["id", "secret_env", "secret_file", "secret"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Route {
+    pub host: F<String>,
+    pub path_prefix: F<String>,
+    pub pool: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const ROUTE_KEYS: &[&str] = &["host", "path_prefix", "pool"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pool {
+    pub balance: F<String>,
+    pub hash: Option<Value>,
+    pub persistence: F<Vec<Lenient<Persistence>>>,
+    pub on_backend_down: F<String>,
+    pub retries: F<u32>,
+    pub slow_start: Option<Value>,
+    pub rebalance: Option<Value>,
+    pub health_check: Option<Value>,
+    pub passive_health: Option<Value>,
+    pub backends: F<Vec<Lenient<Backend>>>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const POOL_KEYS: &[&str] = &[
+    "balance",
+    "hash",
+    "persistence",
+    "on_backend_down",
+    "retries",
+    "slow_start",
+    "rebalance",
+    "health_check",
+    "passive_health",
+    "backends",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Persistence {
+    pub cookie: F<Cookie>,
+    pub source_ip: Option<Value>,
+    pub header: Option<Value>,
+    pub hash: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const PERSISTENCE_KEYS: &[&str] = &["cookie", "source_ip", "header", "hash"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Cookie {
+    pub name: F<String>,
+    pub ttl: F<String>,
+    pub max_ttl: F<String>,
+    pub follow: Option<Value>,
+    pub path: F<String>,
+    pub domain: F<String>,
+    pub secure: F<Value>,
+    pub http_only: F<bool>,
+    pub same_site: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const COOKIE_KEYS: &[&str] = &[
+    "name",
+    "ttl",
+    "max_ttl",
+    "follow",
+    "path",
+    "domain",
+    "secure",
+    "http_only",
+    "same_site",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Backend {
+    pub id: F<String>,
+    pub address: F<String>,
+    pub weight: F<u32>,
+    pub state: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const BACKEND_KEYS: &[&str] = &["id", "address", "weight", "state"];

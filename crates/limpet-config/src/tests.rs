@@ -1,0 +1,163 @@
+use super::*;
+use std::time::Duration;
+
+const GOOD: &str = r#"
+server:
+  threads: 2
+  client_idle_timeout: 30s
+listeners:
+  - address: 127.0.0.1:8080
+admin:
+  address: 127.0.0.1:9090
+cookie_keys:
+  - id: k1
+    secret_env: LIMPET_COOKIE_KEY
+routes:
+  - host: "*"
+    path_prefix: /
+    pool: web
+pools:
+  web:
+    balance: round_robin
+    persistence:
+      - cookie: { name: LIMPET, ttl: 15m, max_ttl: 4h }
+    backends:
+      - { id: web-1, address: "127.0.0.1:8081", weight: 2 }
+      - { id: web-2, address: "127.0.0.1:8082", state: draining }
+"#;
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+fn has(errs: &[ConfigError], path: &str, needle: &str) -> bool {
+    errs.iter()
+        .any(|e| e.path == path && e.to_string().contains(needle))
+}
+
+#[test]
+fn good_file_parses_to_typed_config() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.server.threads, 2);
+    assert_eq!(c.server.upstream_connect_timeout, Duration::from_secs(2));
+    let web = &c.pools[&PoolId::new("web")];
+    assert_eq!(web.backends.len(), 2);
+    assert_eq!(web.backends[0].weight, 2);
+    assert_eq!(web.backends[1].state, BackendState::Draining);
+    let Persistence::Cookie(ck) = &web.persistence[0];
+    assert_eq!(ck.ttl, Duration::from_secs(900));
+    assert_eq!(ck.max_ttl, Duration::from_secs(4 * 3600));
+    assert_eq!(ck.same_site, SameSite::Lax);
+    assert!(ck.http_only);
+    assert_eq!(c.cookie_keys[0].source, SecretSource::Env("LIMPET_COOKIE_KEY".into()));
+    assert_eq!(c.routes[0].host, HostMatch::Any);
+}
+
+#[test]
+fn every_error_is_reported_with_path_location_and_hint() {
+    let text = GOOD
+        .replace("client_idle_timeout: 30s", "client_idle_timeout: 30 parsecs")
+        .replace("balance: round_robin", "balanse: round_robin")
+        .replace("id: web-2", "id: web-1")
+        .replace("\"127.0.0.1:8081\"", "\"localhost\"")
+        .replace("pool: web", "pool: wbe")
+        .replace("ttl: 15m, max_ttl: 4h", "ttl: 5h, max_ttl: 4h");
+    let errs = errors(&text);
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let msg = all.join("\n");
+    assert!(has(&errs, "server.client_idle_timeout", "unit"), "{msg}");
+    assert!(has(&errs, "pools.web.balanse", "did you mean `balance`"), "{msg}");
+    assert!(has(&errs, "pools.web.backends[1].id", "used twice"), "{msg}");
+    assert!(has(&errs, "pools.web.backends[0].address", "IP:PORT"), "{msg}");
+    assert!(has(&errs, "routes[0].pool", "did you mean `web`"), "{msg}");
+    assert!(has(&errs, "pools.web.persistence[0].cookie.ttl", "above max_ttl"), "{msg}");
+    assert!(errs.iter().all(|e| e.location.is_some()), "{msg}");
+    let ttl = errs.iter().find(|e| e.path == "server.client_idle_timeout").unwrap();
+    assert_eq!(ttl.location, Some((4, 3)), "{msg}");
+}
+
+#[test]
+fn empty_pool_and_missing_pieces() {
+    let errs = errors("routes: [{pool: web}]\npools:\n  web:\n    backends: []\n");
+    assert!(has(&errs, "pools.web.backends", "empty"));
+    let errs = errors("pools: {}\n");
+    assert!(has(&errs, "routes", "required"));
+    assert!(has(&errs, "pools", "empty"));
+}
+
+#[test]
+fn type_errors_do_not_hide_other_errors() {
+    let text = GOOD
+        .replace("threads: 2", "threads: many")
+        .replace("weight: 2", "weight: heavy");
+    let errs = errors(&text);
+    assert!(has(&errs, "server.threads", "whole number"), "{errs:?}");
+    assert!(has(&errs, "pools.web.backends[0].weight", "whole number"), "{errs:?}");
+}
+
+#[test]
+fn syntax_errors_have_a_location() {
+    let errs = errors("pools:\n  web: [\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].location.is_some(), "{:?}", errs[0]);
+    let errs = errors("");
+    assert!(has(&errs, "pools", "required"), "{errs:?}");
+}
+
+#[test]
+fn unknown_top_level_key_and_not_yet_supported() {
+    let text = format!("{GOOD}\nlisteners2: []\n");
+    let errs = errors(&text);
+    assert!(has(&errs, "listeners2", "did you mean `listeners`"));
+    let text = GOOD.replace("balance: round_robin", "balance: consistent_hash");
+    assert!(has(&errors(&text), "pools.web.balance", "not supported yet"));
+}
+
+#[test]
+fn cookie_persistence_needs_a_key() {
+    let text = GOOD.replace("cookie_keys:\n  - id: k1\n    secret_env: LIMPET_COOKIE_KEY\n", "");
+    assert!(has(&errors(&text), "cookie_keys", "no signing key"));
+}
+
+#[test]
+fn host_patterns() {
+    let text = GOOD.replace("host: \"*\"", "host: \"*.Example.com\"");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.routes[0].host, HostMatch::Suffix(".example.com".into()));
+}
+
+#[test]
+fn config_example_in_repo_is_valid() {
+    let text = include_str!("../../../config.yaml");
+    if let Err(e) = parse(text) {
+        panic!("config.yaml is invalid:\n{e}");
+    }
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Whatever bytes arrive, parse returns errors rather than panicking.
+        #[test]
+        fn never_panics(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+
+        /// Mutating a good file by cutting it anywhere never panics and every error has a path or location.
+        #[test]
+        fn truncated_files_report_errors(cut in 0usize..GOOD.len()) {
+            if let Err(e) = parse(&GOOD[..cut]) {
+                prop_assert!(!e.is_empty());
+                for err in e.iter() {
+                    prop_assert!(!err.message.is_empty());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! Surface → typed `Config`. Walks the whole file and records every error with its key
+//! path; nothing is short-circuited, so one run of `--check` shows everything to fix.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::duration::parse_duration;
+use crate::error::{did_you_mean, ConfigError, Errors};
+use crate::model::*;
+use crate::surface::{self as s, Lenient};
+
+pub(crate) fn validate(file: s::File, errs: &mut Errors) -> Option<Config> {
+    unknown_keys("", &file.unknown, s::FILE_KEYS, errs);
+    if file.session_store.is_some() {
+        not_yet("session_store", errs);
+    }
+    let server = server(file.server, errs);
+    let listeners = listeners(file.listeners, errs);
+    let admin = admin(file.admin, errs);
+    let cookie_keys = cookie_keys(file.cookie_keys, errs);
+    let pools = pools(file.pools, errs);
+    let routes = routes(file.routes, &pools, errs);
+
+    if !cookie_keys.is_empty() || pools.values().all(|p| p.persistence.is_empty()) {
+        // keys present, or nothing needs them
+    } else {
+        errs.at("cookie_keys", "cookie persistence is configured but no signing key is listed")
+            .hint = Some("add cookie_keys: [{ id: k1, secret_env: LIMPET_COOKIE_KEY }]".into());
+    }
+    if let (Some(listeners), Some(admin)) = (&listeners, &admin) {
+        if listeners.iter().any(|l| l.address == admin.address) {
+            errs.at("admin.address", "is also used by a listener")
+                .hint = Some("give the admin endpoint its own port".into());
+        }
+    }
+
+    Some(Config {
+        server: server?,
+        listeners: listeners?,
+        admin: admin?,
+        cookie_keys,
+        routes,
+        pools,
+    })
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn unknown_keys(path: &str, extra: &Mapping, known: &[&str], errs: &mut Errors) {
+    for key in extra.keys() {
+        let name = match key {
+            Value::String(s) => s.clone(),
+            other => serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        let e = errs.at(&join(path, &name), "unknown key");
+        e.hint = Some(match did_you_mean(&name, known) {
+            Some(k) => format!("did you mean `{k}`?"),
+            None => format!("known keys here: {}", known.join(", ")),
+        });
+    }
+}
+
+fn not_yet(path: &str, errs: &mut Errors) {
+    errs.at(path, "is not supported yet by this version of limpet")
+        .hint = Some("remove it for now".into());
+}
+
+/// Unwraps a lenient field, recording its deserialisation error.
+fn take<T>(path: &str, field: Option<Lenient<T>>, errs: &mut Errors) -> Option<T> {
+    match field? {
+        Lenient::Ok(v) => Some(v),
+        Lenient::Err(msg) => {
+            errs.at(path, clean_serde_message(&msg));
+            None
+        }
+    }
+}
+
+/// serde_yaml messages name Rust types; say it in the words of the file instead.
+fn clean_serde_message(msg: &str) -> String {
+    msg.replace("u32", "a whole number")
+        .replace("u64", "a whole number")
+        .replace("a boolean", "true or false")
+        .replace("struct ", "a mapping for ")
+        .replace("a sequence", "a list")
+}
+
+fn duration(path: &str, field: Option<Lenient<String>>, default: Duration, errs: &mut Errors) -> Duration {
+    match take(path, field, errs) {
+        None => default,
+        Some(text) => match parse_duration(&text) {
+            Ok(d) => d,
+            Err(msg) => {
+                errs.at(path, msg).hint = Some("write a number and a unit: 500ms, 30s, 15m, 4h".into());
+                default
+            }
+        },
+    }
+}
+
+/// Matches user text against an enum's spellings; lists them all when nothing matches.
+fn choice<T: Copy>(path: &str, field: Option<Lenient<String>>, options: &[(&str, T)], default: T, errs: &mut Errors) -> T {
+    let Some(text) = take(path, field, errs) else {
+        return default;
+    };
+    if let Some((_, v)) = options.iter().find(|(name, _)| *name == text) {
+        return *v;
+    }
+    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+    let e = errs.at(path, format!("`{text}` is not one of {}", names.join(", ")));
+    if let Some(k) = did_you_mean(&text, &names) {
+        e.hint = Some(format!("did you mean `{k}`?"));
+    }
+    default
+}
+
+fn socket_addr(path: &str, text: &str, errs: &mut Errors) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.at(path, format!("`{text}` is not an IP address with a port"))
+                .hint = Some("write IP:PORT, e.g. 127.0.0.1:8081 or [::1]:8081".into());
+            None
+        }
+    }
+}
+
+fn id(path: &str, text: Option<String>, what: &str, errs: &mut Errors) -> Option<String> {
+    let Some(text) = text else {
+        errs.at(path, format!("{what} needs an id")).hint = Some("add id: NAME".into());
+        return None;
+    };
+    if !valid_id(&text) {
+        errs.at(path, format!("`{text}` is not a valid id"))
+            .hint = Some(format!("use 1 to {MAX_ID_LEN} letters, digits, `.`, `_` or `-`"));
+        return None;
+    }
+    Some(text)
+}
+
+pub(crate) fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn list<T>(path: &str, field: Option<Lenient<Vec<Lenient<T>>>>, errs: &mut Errors) -> Option<Vec<(String, T)>> {
+    let items = take(path, field, errs)?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if let Some(v) = take(&p, Some(item), errs) {
+            out.push((p, v));
+        }
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------- sections
+
+fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Option<Server> {
+    let given = take("server", field, errs);
+    let s::Server {
+        threads,
+        client_idle_timeout,
+        upstream_connect_timeout,
+        upstream_read_timeout,
+        grace_period,
+        trusted_proxies,
+        log_format,
+        debug_headers,
+        unknown,
+    } = match given {
+        Some(s) => s,
+        None => serde_yaml::from_value(Value::Mapping(Mapping::new())).ok()?,
+    };
+    unknown_keys("server", &unknown, s::SERVER_KEYS, errs);
+    let threads = match take("server.threads", threads, errs) {
+        None => 2,
+        Some(n @ 1..=1024) => n as usize,
+        Some(n) => {
+            errs.at("server.threads", format!("{n} is out of range")).hint = Some("use 1 to 1024".into());
+            2
+        }
+    };
+    let mut proxies = Vec::new();
+    for (p, text) in list("server.trusted_proxies", trusted_proxies, errs).unwrap_or_default() {
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => proxies.push(net.trunc()),
+            Err(_) => {
+                errs.at(&p, format!("`{text}` is not a CIDR"))
+                    .hint = Some("write e.g. 10.0.0.0/8 or 192.0.2.7".into());
+            }
+        }
+    }
+    let client_idle_timeout = duration("server.client_idle_timeout", client_idle_timeout, Duration::from_secs(30), errs);
+    if client_idle_timeout < Duration::from_secs(1) {
+        errs.at("server.client_idle_timeout", "must be at least 1s").hint = Some("write e.g. 30s".into());
+    }
+    let upstream_connect_timeout = duration("server.upstream_connect_timeout", upstream_connect_timeout, Duration::from_secs(2), errs);
+    let upstream_read_timeout = duration("server.upstream_read_timeout", upstream_read_timeout, Duration::from_secs(60), errs);
+    for (p, d) in [("server.upstream_connect_timeout", upstream_connect_timeout), ("server.upstream_read_timeout", upstream_read_timeout)] {
+        if d.is_zero() {
+            errs.at(p, "must be above zero").hint = Some("write e.g. 2s".into());
+        }
+    }
+    Some(Server {
+        threads,
+        client_idle_timeout,
+        upstream_connect_timeout,
+        upstream_read_timeout,
+        grace_period: duration("server.grace_period", grace_period, Duration::from_secs(10), errs),
+        trusted_proxies: proxies,
+        log_format: choice("server.log_format", log_format, &[("text", LogFormat::Text), ("json", LogFormat::Json)], LogFormat::Text, errs),
+        debug_headers: take("server.debug_headers", debug_headers, errs).unwrap_or(false),
+    })
+}
+
+fn listeners(field: Option<Lenient<Vec<Lenient<s::Listener>>>>, errs: &mut Errors) -> Option<Vec<Listener>> {
+    let Some(items) = list("listeners", field, errs) else {
+        return Some(vec![Listener { address: SocketAddr::from(([0, 0, 0, 0], 8080)) }]);
+    };
+    if items.is_empty() {
+        errs.at("listeners", "is empty").hint = Some("add - address: 0.0.0.0:8080".into());
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (p, s::Listener { address, tls, unknown }) in items {
+        unknown_keys(&p, &unknown, s::LISTENER_KEYS, errs);
+        if tls.is_some() {
+            errs.at(&join(&p, "tls"), "TLS listeners are not supported yet by this version of limpet")
+                .hint = Some("terminate TLS in front of limpet for now".into());
+        }
+        let ap = join(&p, "address");
+        let Some(text) = take(&ap, address, errs) else {
+            errs.at(&ap, "is required").hint = Some("write address: 0.0.0.0:8080".into());
+            continue;
+        };
+        if let Some(a) = socket_addr(&ap, &text, errs) {
+            if !seen.insert(a) {
+                errs.at(&ap, format!("{a} is listed twice"));
+            }
+            out.push(Listener { address: a });
+        }
+    }
+    Some(out)
+}
+
+fn admin(field: Option<Lenient<s::Admin>>, errs: &mut Errors) -> Option<Admin> {
+    let default = SocketAddr::from(([127, 0, 0, 1], 9090));
+    let Some(s::Admin { address, unknown }) = take("admin", field, errs) else {
+        return Some(Admin { address: default });
+    };
+    unknown_keys("admin", &unknown, s::ADMIN_KEYS, errs);
+    let address = match take("admin.address", address, errs) {
+        Some(text) => socket_addr("admin.address", &text, errs)?,
+        None => default,
+    };
+    Some(Admin { address })
+}
+
+fn cookie_keys(field: Option<Lenient<Vec<Lenient<s::CookieKey>>>>, errs: &mut Errors) -> Vec<CookieKey> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (p, s::CookieKey { id: key_id, secret_env, secret_file, secret, unknown }) in list("cookie_keys", field, errs).unwrap_or_default() {
+        unknown_keys(&p, &unknown, s::COOKIE_KEY_KEYS, errs);
+        let key_id = id(&join(&p, "id"), take(&join(&p, "id"), key_id, errs), "a key", errs);
+        let sources = [
+            take(&join(&p, "secret_env"), secret_env, errs).map(SecretSource::Env),
+            take(&join(&p, "secret_file"), secret_file, errs).map(|f| SecretSource::File(PathBuf::from(f))),
+            take(&join(&p, "secret"), secret, errs).map(SecretSource::Inline),
+        ];
+        let mut given: Vec<SecretSource> = sources.into_iter().flatten().collect();
+        if given.len() != 1 {
+            errs.at(&p, "needs exactly one of secret_env, secret_file, secret")
+                .hint = Some("prefer secret_env: LIMPET_COOKIE_KEY or secret_file: /etc/limpet/key".into());
+            continue;
+        }
+        let Some(key_id) = key_id else { continue };
+        if !seen.insert(key_id.clone()) {
+            errs.at(&join(&p, "id"), format!("key id `{key_id}` is listed twice"));
+            continue;
+        }
+        if let Some(source) = given.pop() {
+            out.push(CookieKey { id: KeyId::new(&key_id), source });
+        }
+    }
+    out
+}
+
+fn routes(field: Option<Lenient<Vec<Lenient<s::Route>>>>, pools: &BTreeMap<PoolId, Pool>, errs: &mut Errors) -> Vec<Route> {
+    let Some(items) = list("routes", field, errs) else {
+        errs.at("routes", "is required: without routes every request would get 404")
+            .hint = Some("add routes: [{ host: \"*\", path_prefix: /, pool: NAME }]".into());
+        return Vec::new();
+    };
+    let names: Vec<&str> = pools.keys().map(|p| p.as_str()).collect();
+    let mut out = Vec::new();
+    for (p, s::Route { host, path_prefix, pool, unknown }) in items {
+        unknown_keys(&p, &unknown, s::ROUTE_KEYS, errs);
+        let hp = join(&p, "host");
+        let host = match take(&hp, host, errs).as_deref() {
+            None | Some("*") => Some(HostMatch::Any),
+            Some(h) => {
+                let h = h.to_ascii_lowercase();
+                let (suffix, name) = match h.strip_prefix("*.") {
+                    Some(rest) => (true, rest.to_string()),
+                    None => (false, h.clone()),
+                };
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')) {
+                    errs.at(&hp, format!("`{h}` is not a host name"))
+                        .hint = Some("write an exact host, \"*.example.com\" or \"*\"".into());
+                    None
+                } else if suffix {
+                    Some(HostMatch::Suffix(format!(".{name}")))
+                } else {
+                    Some(HostMatch::Exact(name))
+                }
+            }
+        };
+        let pp = join(&p, "path_prefix");
+        let path_prefix = take(&pp, path_prefix, errs).unwrap_or_else(|| "/".into());
+        if !path_prefix.starts_with('/') {
+            errs.at(&pp, format!("`{path_prefix}` does not start with /")).hint = Some(format!("write /{path_prefix}"));
+        }
+        let pl = join(&p, "pool");
+        let pool = match take(&pl, pool, errs) {
+            None => {
+                errs.at(&pl, "is required").hint = Some(format!("name one of: {}", names.join(", ")));
+                None
+            }
+            Some(name) if pools.contains_key(&PoolId::new(&name)) => Some(PoolId::new(&name)),
+            Some(name) => {
+                let e = errs.at(&pl, format!("unknown pool `{name}`"));
+                e.hint = Some(match did_you_mean(&name, &names) {
+                    Some(k) => format!("did you mean `{k}`?"),
+                    None => format!("pools defined: {}", names.join(", ")),
+                });
+                None
+            }
+        };
+        if let (Some(host), Some(pool)) = (host, pool) {
+            out.push(Route { host, path_prefix, pool });
+        }
+    }
+    out
+}
+
+fn pools(field: Option<Lenient<Mapping>>, errs: &mut Errors) -> BTreeMap<PoolId, Pool> {
+    let mut out = BTreeMap::new();
+    let Some(map) = take("pools", field, errs) else {
+        errs.at("pools", "is required").hint = Some("add pools: { web: { backends: [...] } }".into());
+        return out;
+    };
+    if map.is_empty() {
+        errs.at("pools", "is empty").hint = Some("define at least one pool with backends".into());
+    }
+    for (name, value) in map {
+        let Value::String(name) = name else {
+            errs.at("pools", "pool names must be strings");
+            continue;
+        };
+        let p = join("pools", &name);
+        let Some(name) = id(&p, Some(name.clone()), "a pool", errs) else { continue };
+        let parsed: Lenient<s::Pool> = match serde_yaml::from_value(value) {
+            Ok(v) => v,
+            Err(e) => Lenient::Err(e.to_string()),
+        };
+        if let Some(pool) = take(&p, Some(parsed), errs).and_then(|s| pool(&p, &name, s, errs)) {
+            out.insert(pool.id.clone(), pool);
+        }
+    }
+    out
+}
+
+fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool> {
+    let s::Pool {
+        balance,
+        hash,
+        persistence,
+        on_backend_down,
+        retries,
+        slow_start,
+        rebalance,
+        health_check,
+        passive_health,
+        backends,
+        unknown,
+    } = surface;
+    unknown_keys(p, &unknown, s::POOL_KEYS, errs);
+    for (key, v) in [("hash", &hash), ("slow_start", &slow_start), ("rebalance", &rebalance), ("health_check", &health_check), ("passive_health", &passive_health)] {
+        if v.is_some() {
+            not_yet(&join(p, key), errs);
+        }
+    }
+    let bp = join(p, "balance");
+    let balance = match take(&bp, balance, errs).as_deref() {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("least_requests") => Balance::LeastRequests,
+        Some("random") => Balance::Random,
+        Some("consistent_hash") => {
+            not_yet(&bp, errs);
+            Balance::RoundRobin
+        }
+        Some(other) => {
+            let names = ["round_robin", "least_requests", "random", "consistent_hash"];
+            let e = errs.at(&bp, format!("`{other}` is not one of {}", names.join(", ")));
+            if let Some(k) = did_you_mean(other, &names) {
+                e.hint = Some(format!("did you mean `{k}`?"));
+            }
+            Balance::RoundRobin
+        }
+    };
+    let on_backend_down = choice(&join(p, "on_backend_down"), on_backend_down, &[("redispatch", OnBackendDown::Redispatch), ("strict", OnBackendDown::Strict)], OnBackendDown::Redispatch, errs);
+    let rp = join(p, "retries");
+    let retries = match take(&rp, retries, errs) {
+        None => 2,
+        Some(n @ 0..=16) => n,
+        Some(n) => {
+            errs.at(&rp, format!("{n} is out of range")).hint = Some("use 0 to 16".into());
+            2
+        }
+    };
+    let mut methods = Vec::new();
+    let mut cookie_names = HashSet::new();
+    for (mp, s::Persistence { cookie, source_ip, header, hash, unknown }) in list(&join(p, "persistence"), persistence, errs).unwrap_or_default() {
+        unknown_keys(&mp, &unknown, s::PERSISTENCE_KEYS, errs);
+        let given = [cookie.is_some(), source_ip.is_some(), header.is_some(), hash.is_some()].iter().filter(|b| **b).count();
+        if given != 1 {
+            errs.at(&mp, "each persistence entry names exactly one method")
+                .hint = Some("write - cookie: {...} (or source_ip, header, hash) as separate list items".into());
+            continue;
+        }
+        for (key, v) in [("source_ip", &source_ip), ("header", &header), ("hash", &hash)] {
+            if v.is_some() {
+                not_yet(&join(&mp, key), errs);
+            }
+        }
+        let cp = join(&mp, "cookie");
+        if let Some(c) = take(&cp, cookie, errs).and_then(|c| cookie_method(&cp, c, errs)) {
+            if !cookie_names.insert(c.name.clone()) {
+                errs.at(&join(&cp, "name"), format!("cookie `{}` is used twice in this pool", c.name));
+            }
+            methods.push(Persistence::Cookie(c));
+        }
+    }
+    let bkp = join(p, "backends");
+    let mut out = Vec::new();
+    let mut ids = HashSet::new();
+    match list(&bkp, backends, errs) {
+        None => {
+            errs.at(&bkp, "is required: a pool needs at least one backend")
+                .hint = Some("add backends: [{ id: web-1, address: 127.0.0.1:8081 }]".into());
+        }
+        Some(items) if items.is_empty() => {
+            errs.at(&bkp, "is empty: a pool needs at least one backend")
+                .hint = Some("add backends: [{ id: web-1, address: 127.0.0.1:8081 }]".into());
+        }
+        Some(items) => {
+            for (bp, b) in items {
+                let (bid, b) = backend(&bp, b, errs);
+                if let Some(bid) = bid {
+                    if !ids.insert(bid.clone()) {
+                        errs.at(&join(&bp, "id"), format!("backend id `{bid}` is used twice in pool `{name}`"))
+                            .hint = Some("backend ids must be unique within their pool".into());
+                        continue;
+                    }
+                }
+                out.extend(b);
+            }
+        }
+    }
+    Some(Pool {
+        id: PoolId::new(name),
+        balance,
+        persistence: methods,
+        on_backend_down,
+        retries,
+        backends: out,
+    })
+}
+
+fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersistence> {
+    let s::Cookie { name, ttl, max_ttl, follow, path, domain, secure, http_only, same_site, unknown } = c;
+    unknown_keys(p, &unknown, s::COOKIE_KEYS, errs);
+    if follow.is_some() {
+        errs.at(&join(p, "follow"), "application-controlled cookies are not supported yet by this version of limpet")
+            .hint = Some("remove follow: to use a duration-based cookie".into());
+    }
+    let np = join(p, "name");
+    let name = take(&np, name, errs).unwrap_or_else(|| "LIMPET".into());
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        errs.at(&np, format!("`{name}` is not a valid cookie name"))
+            .hint = Some("use letters, digits and !#$%&'*+-.^_`|~".into());
+    }
+    let ttl_p = join(p, "ttl");
+    let ttl = duration(&ttl_p, ttl, Duration::from_secs(15 * 60), errs);
+    let max_ttl = duration(&join(p, "max_ttl"), max_ttl, Duration::from_secs(4 * 3600), errs);
+    if ttl < Duration::from_secs(1) {
+        errs.at(&ttl_p, "must be at least 1s").hint = Some("write e.g. 15m".into());
+    }
+    if ttl > max_ttl {
+        errs.at(&ttl_p, format!("{} is above max_ttl {}", human(ttl), human(max_ttl)))
+            .hint = Some("lower ttl or raise max_ttl".into());
+    }
+    let pp = join(p, "path");
+    let path = take(&pp, path, errs).unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || !path.bytes().all(is_attr_byte) {
+        errs.at(&pp, format!("`{path}` is not a cookie path")).hint = Some("write a path starting with /, e.g. /".into());
+    }
+    let dp = join(p, "domain");
+    let domain = take(&dp, domain, errs);
+    if let Some(d) = &domain {
+        if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')) {
+            errs.at(&dp, format!("`{d}` is not a domain")).hint = Some("write e.g. example.com, or null".into());
+        }
+    }
+    let sp = join(p, "secure");
+    let secure = match take(&sp, secure, errs) {
+        None => Secure::Auto,
+        Some(Value::Bool(true)) => Secure::Always,
+        Some(Value::Bool(false)) => Secure::Never,
+        Some(Value::String(s)) if s == "auto" => Secure::Auto,
+        Some(_) => {
+            errs.at(&sp, "must be auto, true or false").hint = Some("auto sets Secure on TLS listeners".into());
+            Secure::Auto
+        }
+    };
+    let same_site = choice(&join(p, "same_site"), same_site, &[("strict", SameSite::Strict), ("lax", SameSite::Lax), ("none", SameSite::None)], SameSite::Lax, errs);
+    Some(CookiePersistence {
+        name,
+        ttl,
+        max_ttl,
+        path,
+        domain,
+        secure,
+        http_only: take(&join(p, "http_only"), http_only, errs).unwrap_or(true),
+        same_site,
+    })
+}
+
+/// Returns the id on its own too, so that duplicates are found even when another
+/// field of the backend is wrong.
+fn backend(p: &str, b: s::Backend, errs: &mut Errors) -> (Option<String>, Option<Backend>) {
+    let s::Backend { id: bid, address, weight, state, unknown } = b;
+    unknown_keys(p, &unknown, s::BACKEND_KEYS, errs);
+    let ip = join(p, "id");
+    let bid = id(&ip, take(&ip, bid, errs), "a backend", errs);
+    let ap = join(p, "address");
+    let address = match take(&ap, address, errs) {
+        None => {
+            errs.at(&ap, "is required").hint = Some("write address: 127.0.0.1:8081".into());
+            None
+        }
+        Some(text) => socket_addr(&ap, &text, errs),
+    };
+    let wp = join(p, "weight");
+    let weight = match take(&wp, weight, errs) {
+        None => 1,
+        Some(w) if w <= MAX_WEIGHT => w,
+        Some(w) => {
+            errs.at(&wp, format!("{w} is above {MAX_WEIGHT}")).hint = Some(format!("use 0 to {MAX_WEIGHT}"));
+            1
+        }
+    };
+    let state = choice(&join(p, "state"), state, &[("active", BackendState::Active), ("draining", BackendState::Draining), ("disabled", BackendState::Disabled)], BackendState::Active, errs);
+    let built = match (&bid, address) {
+        (Some(bid), Some(address)) => Some(Backend { id: BackendId::new(bid), address, weight, state }),
+        _ => None,
+    };
+    (bid, built)
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_attr_byte(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b';'
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 {
+        format!("{}ms", d.as_millis())
+    } else if s % 3600 == 0 && s > 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 && s > 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Used by lib.rs to report structural errors in the same form.
+pub(crate) fn structural(path: String, msg: String) -> ConfigError {
+    ConfigError::new(path, clean_serde_message(&msg))
+}
