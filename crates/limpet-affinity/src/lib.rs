@@ -1,1 +1,11 @@
-//! placeholder
+//! Pure session-persistence logic: the signed affinity cookie (encode, verify, TTL
+//! rules), cookie header handling, and the per-request decision of which pinned
+//! backend to honour. No I/O and no clocks: the caller passes `now`.
+
+mod codec;
+mod header;
+mod resolve;
+
+pub use codec::{decode, encode, KeyError, Keyring, Reject, SigningKey, Ticket, MAX_ENCODED_LEN, MIN_SECRET_LEN};
+pub use header::{cookie_values, delete_cookie, private_cache_control, set_cookie, MAX_CANDIDATES};
+pub use resolve::{resolve_cookie, CookieLookup, Outcome};

@@ -89,10 +89,6 @@ pub(crate) struct Errors {
 }
 
 impl Errors {
-    pub(crate) fn push(&mut self, err: ConfigError) {
-        self.list.push(err);
-    }
-
     pub(crate) fn at(&mut self, path: &str, message: impl Into<String>) -> &mut ConfigError {
         self.list.push(ConfigError::new(path, message));
         let last = self.list.len() - 1;

@@ -1,0 +1,308 @@
+//! The affinity cookie value: opaque, HMAC-SHA256-signed, self-describing.
+//!
+//! Layout before base64url (no padding), version 1:
+//! `ver(1) | klen(1) key_id | issued_at(u64 BE, unix s) | ttl(u32 BE, s) | blen(1) backend_id | tag(32)`.
+//! The tag covers a domain label, the pool id and every byte before it, so a cookie
+//! cannot be moved to another pool, and nothing in it names a backend address.
+//! Expiry is enforced here from the issue time, never from the browser's Max-Age.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::time::Duration;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const VERSION: u8 = 1;
+const TAG_LEN: usize = 32;
+const DOMAIN_LABEL: &[u8] = b"limpet-affinity-cookie-v1";
+/// Longest id in a cookie (config enforces the same bound).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest encoded value worth decoding; anything longer is rejected unread.
+pub const MAX_ENCODED_LEN: usize = (2 + 2 * MAX_ID_LEN + 8 + 4 + 1 + TAG_LEN).div_ceil(3) * 4;
+/// Shortest secret accepted: HMAC-SHA256 wants at least its output size.
+pub const MIN_SECRET_LEN: usize = 32;
+/// Cookies issued up to this far in the future still verify (clock skew between instances).
+const CLOCK_SKEW_SECS: u64 = 60;
+
+/// A signing key: its id travels in every cookie it signs.
+#[derive(Clone)]
+pub struct SigningKey {
+    id: String,
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("key id must be 1 to {MAX_ID_LEN} bytes")]
+    BadId,
+    #[error("secret is {0} bytes; use at least {MIN_SECRET_LEN} random bytes")]
+    TooShort(usize),
+}
+
+impl SigningKey {
+    pub fn new(id: &str, secret: &[u8]) -> Result<Self, KeyError> {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err(KeyError::BadId);
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(KeyError::TooShort(secret.len()));
+        }
+        let mac = HmacSha256::new_from_slice(secret).map_err(|_| KeyError::TooShort(secret.len()))?;
+        Ok(Self { id: id.to_string(), mac })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The keys of one configuration: the first signs, all verify.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    keys: Vec<SigningKey>,
+}
+
+impl Keyring {
+    /// None when `keys` is empty: there would be nothing to sign with.
+    pub fn new(keys: Vec<SigningKey>) -> Option<Self> {
+        (!keys.is_empty()).then_some(Self { keys })
+    }
+
+    fn signer(&self) -> &SigningKey {
+        &self.keys[0]
+    }
+
+    fn find(&self, id: &[u8]) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.id.as_bytes() == id)
+    }
+}
+
+/// What a verified cookie says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket<'a> {
+    pub backend: &'a [u8],
+    pub issued_at: u64,
+    pub ttl: u32,
+}
+
+/// Why a cookie value did not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// Not base64, wrong length, wrong version, truncated, empty id.
+    Malformed,
+    /// Signed with a key id not (or no longer) in the keyring.
+    UnknownKey,
+    /// The tag does not match: forged or tampered.
+    BadSignature,
+    /// Issued too far in the future for clock skew to explain.
+    FromTheFuture,
+    /// Valid, but its TTL (capped by max_ttl) has passed.
+    Expired,
+}
+
+fn tag(key: &SigningKey, pool: &str, body: &[u8]) -> HmacSha256 {
+    let mut mac = key.mac.clone();
+    mac.update(DOMAIN_LABEL);
+    mac.update(&[pool.len() as u8]);
+    mac.update(pool.as_bytes());
+    mac.update(body);
+    mac
+}
+
+/// Issues a cookie value pinning `backend` in `pool`, signed with the first key.
+pub fn encode(keys: &Keyring, pool: &str, backend: &str, issued_at: u64, ttl: Duration) -> String {
+    let key = keys.signer();
+    let backend = &backend.as_bytes()[..backend.len().min(MAX_ID_LEN)];
+    let mut buf = Vec::with_capacity(2 + key.id.len() + 13 + backend.len() + TAG_LEN);
+    buf.push(VERSION);
+    buf.push(key.id.len() as u8);
+    buf.extend_from_slice(key.id.as_bytes());
+    buf.extend_from_slice(&issued_at.to_be_bytes());
+    let ttl_secs = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&ttl_secs.to_be_bytes());
+    buf.push(backend.len() as u8);
+    buf.extend_from_slice(backend);
+    let t = tag(key, pool, &buf).finalize().into_bytes();
+    buf.extend_from_slice(&t);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Verifies a cookie value. `max_ttl` caps whatever TTL the cookie carries, so lowering
+/// it in the config shortens sessions already issued.
+pub fn decode<'a>(
+    keys: &Keyring,
+    pool: &str,
+    value: &[u8],
+    buf: &'a mut Vec<u8>,
+    now: u64,
+    max_ttl: Duration,
+) -> Result<Ticket<'a>, Reject> {
+    if value.is_empty() || value.len() > MAX_ENCODED_LEN {
+        return Err(Reject::Malformed);
+    }
+    buf.clear();
+    URL_SAFE_NO_PAD
+        .decode_vec(value, buf)
+        .map_err(|_| Reject::Malformed)?;
+    let b: &[u8] = buf;
+    let mut r = Reader { b, at: 0 };
+    if r.take(1)? != [VERSION] {
+        return Err(Reject::Malformed);
+    }
+    let klen = r.take(1)?[0] as usize;
+    let key_id = r.take(klen)?;
+    let issued_at = u64::from_be_bytes(r.array()?);
+    let ttl = u32::from_be_bytes(r.array()?);
+    let blen = r.take(1)?[0] as usize;
+    let backend_at = r.at;
+    r.take(blen)?;
+    let body_len = r.at;
+    let given = r.take(TAG_LEN)?;
+    if r.at != b.len() || klen == 0 || blen == 0 {
+        return Err(Reject::Malformed);
+    }
+    let key = keys.find(key_id).ok_or(Reject::UnknownKey)?;
+    tag(key, pool, &b[..body_len])
+        .verify_slice(given)
+        .map_err(|_| Reject::BadSignature)?;
+    if issued_at > now.saturating_add(CLOCK_SKEW_SECS) {
+        return Err(Reject::FromTheFuture);
+    }
+    let life = u64::from(ttl).min(max_ttl.as_secs());
+    if now >= issued_at.saturating_add(life) {
+        return Err(Reject::Expired);
+    }
+    Ok(Ticket {
+        backend: &b[backend_at..backend_at + blen],
+        issued_at,
+        ttl,
+    })
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Reject> {
+        let end = self.at.checked_add(n).ok_or(Reject::Malformed)?;
+        let s = self.b.get(self.at..end).ok_or(Reject::Malformed)?;
+        self.at = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Reject> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const S1: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const S2: &[u8] = b"fedcba9876543210fedcba9876543210";
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn ring(ids: &[(&str, &[u8])]) -> Keyring {
+        Keyring::new(ids.iter().map(|(i, s)| SigningKey::new(i, s).unwrap()).collect()).unwrap()
+    }
+
+    fn check(keys: &Keyring, pool: &str, v: &str, now: u64) -> Result<(Vec<u8>, u64), Reject> {
+        let mut buf = Vec::new();
+        decode(keys, pool, v.as_bytes(), &mut buf, now, 4 * HOUR).map(|t| (t.backend.to_vec(), t.issued_at))
+    }
+
+    #[test]
+    fn roundtrip_and_opaque() {
+        let keys = ring(&[("k1", S1)]);
+        let v = encode(&keys, "web", "web-2", 1_000, Duration::from_secs(900));
+        assert!(!v.contains("web-2"));
+        assert!(v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(check(&keys, "web", &v, 1_000), Ok((b"web-2".to_vec(), 1_000)));
+        assert_eq!(check(&keys, "web", &v, 1_899), Ok((b"web-2".to_vec(), 1_000)));
+    }
+
+    #[test]
+    fn expiry_is_absolute_and_capped() {
+        let keys = ring(&[("k1", S1)]);
+        let v = encode(&keys, "web", "a", 1_000, Duration::from_secs(900));
+        assert_eq!(check(&keys, "web", &v, 1_900), Err(Reject::Expired));
+        let long = encode(&keys, "web", "a", 1_000, 10 * HOUR);
+        assert_eq!(check(&keys, "web", &long, 1_000 + 4 * 3600), Err(Reject::Expired));
+        assert_eq!(check(&keys, "web", &long, 1_000 - 61 - 0), Err(Reject::FromTheFuture));
+    }
+
+    #[test]
+    fn rotation_and_forgery() {
+        let old = ring(&[("k1", S1)]);
+        let v = encode(&old, "web", "a", 1_000, HOUR);
+        let rotated = ring(&[("k2", S2), ("k1", S1)]);
+        assert!(check(&rotated, "web", &v, 1_001).is_ok());
+        let fresh = encode(&rotated, "web", "a", 1_000, HOUR);
+        assert!(check(&old, "web", &fresh, 1_001) == Err(Reject::UnknownKey));
+        let removed = ring(&[("k2", S2)]);
+        assert_eq!(check(&removed, "web", &v, 1_001), Err(Reject::UnknownKey));
+        // Same id, other secret: a forgery.
+        let impostor = ring(&[("k1", S2)]);
+        assert_eq!(check(&impostor, "web", &v, 1_001), Err(Reject::BadSignature));
+        // Another pool: the tag binds the pool id.
+        assert_eq!(check(&old, "api", &v, 1_001), Err(Reject::BadSignature));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let keys = ring(&[("k1", S1)]);
+        let v = encode(&keys, "web", "a", 1_000, HOUR);
+        for bad in ["", "!!!!", "AAAA", &v[..v.len() - 3], &format!("{v}AA"), &"A".repeat(5000)] {
+            assert_eq!(check(&keys, "web", bad, 1_001), Err(Reject::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        assert_eq!(SigningKey::new("k", b"short").unwrap_err(), KeyError::TooShort(5));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bit_flip_is_rejected(backend in "[a-z0-9-]{1,64}", at in 0usize..400, bit in 0u8..8) {
+            let keys = ring(&[("k1", S1)]);
+            let v = encode(&keys, "web", &backend, 1_000, HOUR);
+            let mut raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
+            let i = at % raw.len();
+            raw[i] ^= 1 << bit;
+            let tampered = URL_SAFE_NO_PAD.encode(&raw);
+            prop_assert!(check(&keys, "web", &tampered, 1_001).is_err());
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(v in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let keys = ring(&[("k1", S1)]);
+            let mut buf = Vec::new();
+            let _ = decode(&keys, "web", &v, &mut buf, 1_000, HOUR);
+        }
+
+        #[test]
+        fn roundtrips_any_id(backend in "[A-Za-z0-9._-]{1,64}", issued in 0u64..4_000_000_000, ttl in 1u64..14_400) {
+            let keys = ring(&[("k1", S1)]);
+            let v = encode(&keys, "web", &backend, issued, Duration::from_secs(ttl));
+            prop_assert!(v.len() <= MAX_ENCODED_LEN);
+            let got = check(&keys, "web", &v, issued);
+            prop_assert_eq!(got, Ok((backend.into_bytes(), issued)));
+        }
+    }
+}
