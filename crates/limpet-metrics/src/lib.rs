@@ -1,1 +1,210 @@
-//! placeholder
+//! limpet's own Prometheus registry (never the process-global default one) with typed
+//! handles. Label values come only from configuration ids; handles are resolved when a
+//! snapshot is built, so the request path touches only atomics.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// HTTP status classes used as the `code` label.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Buckets for response times: 1 ms to 60 s.
+const RESPONSE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registry: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// Every limpet series. One per process; snapshots borrow handles from it.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    response_seconds: HistogramVec,
+    in_flight: IntGaugeVec,
+    connect_errors: IntCounterVec,
+    state: IntGaugeVec,
+    weight: IntGaugeVec,
+    decisions: IntCounterVec,
+    pub config_generation: IntGauge,
+    config_reloads: IntCounterVec,
+    pub last_reload_success: Gauge,
+}
+
+/// Per-backend handles, resolved once per snapshot.
+#[derive(Clone)]
+pub struct BackendMetrics {
+    requests: [IntCounter; 5],
+    pub response_seconds: Histogram,
+    pub in_flight: IntGauge,
+    pub connect_errors: IntCounter,
+}
+
+/// One in-flight slot of a backend; dropping it releases the slot, so the gauge stays
+/// right on every path (retries, errors, client aborts).
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl BackendMetrics {
+    pub fn in_flight_slot(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Counts one finished request under its status class.
+    pub fn count_status(&self, status: u16) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        self.requests[class].inc();
+    }
+}
+
+/// Per-pool, per-method decision counters: `[method][outcome]`.
+#[derive(Clone)]
+pub struct DecisionMetrics {
+    counters: Vec<Vec<IntCounter>>,
+}
+
+impl DecisionMetrics {
+    /// `outcome` indexes the outcome list given to [`Metrics::decisions`].
+    pub fn count(&self, method: usize, outcome: usize) {
+        if let Some(c) = self.counters.get(method).and_then(|m| m.get(outcome)) {
+            c.inc();
+        }
+    }
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> Result<T, MetricsError> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let r = Registry::new();
+        let pb = &["pool", "backend"];
+        Ok(Self {
+            requests: reg(&r, IntCounterVec::new(Opts::new("limpet_backend_requests_total", "Requests answered through a backend, by status class."), &["pool", "backend", "code"])?)?,
+            response_seconds: reg(&r, HistogramVec::new(HistogramOpts::new("limpet_backend_response_seconds", "Time from choosing a backend to the end of its response.").buckets(RESPONSE_BUCKETS.to_vec()), pb)?)?,
+            in_flight: reg(&r, IntGaugeVec::new(Opts::new("limpet_backend_in_flight", "Requests currently being proxied to a backend."), pb)?)?,
+            connect_errors: reg(&r, IntCounterVec::new(Opts::new("limpet_backend_connect_errors_total", "Failed connection attempts to a backend."), pb)?)?,
+            state: reg(&r, IntGaugeVec::new(Opts::new("limpet_backend_state", "Configured backend state: 1 for the current state."), &["pool", "backend", "state"])?)?,
+            weight: reg(&r, IntGaugeVec::new(Opts::new("limpet_backend_weight", "Effective backend weight for new sessions."), pb)?)?,
+            decisions: reg(&r, IntCounterVec::new(Opts::new("limpet_persistence_decisions_total", "Session persistence decisions, by method and outcome."), &["pool", "method", "outcome"])?)?,
+            config_generation: reg(&r, IntGauge::new("limpet_config_generation", "Generation of the configuration in use; rises on every successful reload.")?)?,
+            config_reloads: reg(&r, IntCounterVec::new(Opts::new("limpet_config_reloads_total", "Configuration reload attempts, by result."), &["result"])?)?,
+            last_reload_success: reg(&r, Gauge::new("limpet_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")?)?,
+            registry: r,
+        })
+    }
+
+    /// Handles for one backend; also publishes its state and weight.
+    pub fn backend(&self, pool: &str, backend: &str, state: &str, states: &[&str], weight: u32) -> BackendMetrics {
+        for s in states {
+            self.state.with_label_values(&[pool, backend, s]).set(i64::from(*s == state));
+        }
+        self.weight.with_label_values(&[pool, backend]).set(i64::from(weight));
+        BackendMetrics {
+            requests: CODE_CLASSES.map(|c| self.requests.with_label_values(&[pool, backend, c])),
+            response_seconds: self.response_seconds.with_label_values(&[pool, backend]),
+            in_flight: self.in_flight.with_label_values(&[pool, backend]),
+            connect_errors: self.connect_errors.with_label_values(&[pool, backend]),
+        }
+    }
+
+    /// Removes every series of a backend that a new configuration no longer has.
+    pub fn remove_backend(&self, pool: &str, backend: &str, states: &[&str]) {
+        for c in CODE_CLASSES {
+            let _ = self.requests.remove_label_values(&[pool, backend, c]);
+        }
+        for s in states {
+            let _ = self.state.remove_label_values(&[pool, backend, s]);
+        }
+        let _ = self.response_seconds.remove_label_values(&[pool, backend]);
+        let _ = self.in_flight.remove_label_values(&[pool, backend]);
+        let _ = self.connect_errors.remove_label_values(&[pool, backend]);
+        let _ = self.weight.remove_label_values(&[pool, backend]);
+    }
+
+    /// Decision counters for a pool's methods (names) × outcomes (names).
+    pub fn decisions(&self, pool: &str, methods: &[&str], outcomes: &[&str]) -> DecisionMetrics {
+        DecisionMetrics {
+            counters: methods
+                .iter()
+                .map(|m| outcomes.iter().map(|o| self.decisions.with_label_values(&[pool, m, o])).collect())
+                .collect(),
+        }
+    }
+
+    /// Removes the decision series of a pool (or of a method it no longer has).
+    pub fn remove_decisions(&self, pool: &str, method: &str, outcomes: &[&str]) {
+        for o in outcomes {
+            let _ = self.decisions.remove_label_values(&[pool, method, o]);
+        }
+    }
+
+    pub fn count_reload(&self, ok: bool) {
+        self.config_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+    }
+
+    /// Prometheus text exposition of every series.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail on I/O; a failure would mean an invalid
+        // metric family, which registration already rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATES: &[&str] = &["active", "draining", "disabled"];
+
+    fn text(m: &Metrics) -> String {
+        String::from_utf8(m.render()).unwrap()
+    }
+
+    #[test]
+    fn backend_series_appear_and_disappear() {
+        let m = Metrics::new().unwrap();
+        let b = m.backend("web", "web-1", "draining", STATES, 3);
+        b.count_status(204);
+        b.count_status(503);
+        b.in_flight.inc();
+        let t = text(&m);
+        assert!(t.contains(r#"limpet_backend_requests_total{backend="web-1",code="2xx",pool="web"} 1"#), "{t}");
+        assert!(t.contains(r#"limpet_backend_requests_total{backend="web-1",code="5xx",pool="web"} 1"#));
+        assert!(t.contains(r#"limpet_backend_state{backend="web-1",pool="web",state="draining"} 1"#));
+        assert!(t.contains(r#"limpet_backend_state{backend="web-1",pool="web",state="active"} 0"#));
+        assert!(t.contains(r#"limpet_backend_weight{backend="web-1",pool="web"} 3"#));
+        m.remove_backend("web", "web-1", STATES);
+        assert!(!text(&m).contains("web-1"));
+    }
+
+    #[test]
+    fn decisions_by_method_and_outcome() {
+        let m = Metrics::new().unwrap();
+        let d = m.decisions("web", &["cookie"], &["hit", "new"]);
+        d.count(0, 1);
+        d.count(0, 1);
+        d.count(3, 9); // out of range: ignored, never a panic
+        assert!(text(&m).contains(r#"limpet_persistence_decisions_total{method="cookie",outcome="new",pool="web"} 2"#));
+    }
+}

@@ -1,1 +1,17 @@
-//! placeholder
+//! The only crate that knows Pingora: the immutable [`Snapshot`] built from a validated
+//! config, the `ProxyHttp` adapter that runs the pure persistence and balancing logic per
+//! request, the admin endpoints, and the background service that owns SIGHUP.
+
+mod admin;
+mod control;
+mod keys;
+mod load;
+mod proxy;
+mod request;
+mod snapshot;
+
+pub use admin::Admin;
+pub use control::Control;
+pub use load::{load_file, Loaded};
+pub use proxy::Limpet;
+pub use snapshot::{Shared, Snapshot};

@@ -1,0 +1,108 @@
+//! The admin listener: `/healthz`, `/metrics` (our own registry) and `/status` (JSON view
+//! of the current snapshot). Everything else is 404.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde::Serialize;
+
+use crate::snapshot::Shared;
+
+pub struct Admin {
+    shared: Arc<Shared>,
+}
+
+impl Admin {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    generation: u64,
+    loaded_at_unix: u64,
+    last_reload_error: Option<String>,
+    pools: Vec<PoolStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct PoolStatus<'a> {
+    id: &'a str,
+    balance: &'static str,
+    persistence: Vec<&'static str>,
+    backends: Vec<BackendStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackendStatus<'a> {
+    id: &'a str,
+    address: String,
+    state: &'static str,
+    weight: u32,
+    in_flight: i64,
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = r.body().len();
+    r.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+    r
+}
+
+impl Admin {
+    fn status(&self) -> Vec<u8> {
+        let snap = self.shared.current.load_full();
+        let status = Status {
+            generation: snap.generation,
+            loaded_at_unix: snap.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            last_reload_error: self.shared.last_reload_error.load_full().map(|e| e.to_string()),
+            pools: snap
+                .pools
+                .iter()
+                .map(|p| PoolStatus {
+                    id: p.id.as_str(),
+                    balance: match p.balance {
+                        limpet_config::Balance::RoundRobin => "round_robin",
+                        limpet_config::Balance::LeastRequests => "least_requests",
+                        limpet_config::Balance::Random => "random",
+                    },
+                    persistence: p.cookie.iter().map(|_| "cookie").collect(),
+                    backends: p
+                        .backends
+                        .iter()
+                        .map(|b| BackendStatus {
+                            id: b.id.as_str(),
+                            address: b.address.to_string(),
+                            state: b.state.as_str(),
+                            weight: b.weight,
+                            in_flight: b.metrics.in_flight.get(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        serde_json::to_vec_pretty(&status).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", self.shared.metrics.render()),
+            "/status" => respond(StatusCode::OK, "application/json", self.status()),
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", b"not found: try /metrics, /healthz or /status\n".to_vec()),
+        }
+    }
+}

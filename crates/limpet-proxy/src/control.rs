@@ -1,0 +1,139 @@
+//! The background service that owns SIGHUP: each signal runs the same load function as
+//! startup and `--check`, refuses changes to restart-only keys, builds a new snapshot and
+//! swaps it in with one store. Signals arriving during a reload coalesce into one more.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use limpet_config::{Config, ConfigError, ConfigErrors};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::load::load_file;
+use crate::snapshot::{Shared, Snapshot};
+
+pub struct Control {
+    shared: Arc<Shared>,
+    path: PathBuf,
+}
+
+impl Control {
+    pub fn new(shared: Arc<Shared>, path: PathBuf) -> Self {
+        Self { shared, path }
+    }
+
+    /// One reload attempt; on error the running snapshot is untouched.
+    pub fn reload(&self) -> Result<u64, ConfigErrors> {
+        let loaded = load_file(&self.path)?;
+        let current = self.shared.current.load_full();
+        restart_only(&current.config, &loaded.config)?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let generation = current.generation + 1;
+        let next = Snapshot::build(loaded, generation, &self.shared.metrics, Some(&current));
+        self.shared.current.store(Arc::new(next));
+        Ok(generation)
+    }
+
+    fn record(&self, result: Result<u64, ConfigErrors>) {
+        let m = &self.shared.metrics;
+        match result {
+            Ok(generation) => {
+                m.count_reload(true);
+                m.config_generation.set(generation as i64);
+                let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                m.last_reload_success.set(now);
+                self.shared.last_reload_error.store(None);
+                tracing::info!(generation, path = %self.path.display(), "configuration reloaded");
+            }
+            Err(errors) => {
+                m.count_reload(false);
+                for e in errors.iter() {
+                    tracing::error!(path = %self.path.display(), "reload rejected, old configuration keeps serving: {e}");
+                }
+                self.shared.last_reload_error.store(Some(Arc::new(errors.to_string())));
+            }
+        }
+    }
+}
+
+impl Control {
+    /// Pingora waits the whole grace period after SIGTERM even when nothing is in
+    /// flight. Listeners are closed by now; exit as soon as every request has finished
+    /// (seen idle twice in a row, so a request between accept and its first hook is not
+    /// cut), or let Pingora's own grace period end it.
+    async fn drain(&self) {
+        let grace = self.shared.current.load().config.server.grace_period;
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut idle_checks = 0;
+        tracing::info!(in_flight = self.shared.active.load(Ordering::Relaxed), ?grace, "stopping: waiting for in-flight requests");
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.shared.active.load(Ordering::Relaxed) == 0 {
+                idle_checks += 1;
+                if idle_checks >= 2 {
+                    tracing::info!("no request in flight, exiting");
+                    std::process::exit(0);
+                }
+            } else {
+                idle_checks = 0;
+            }
+        }
+    }
+}
+
+/// Keys that only a restart (or a SIGQUIT upgrade) can change.
+fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
+    let mut errs = Vec::new();
+    let mut check = |path: &str, same: bool| {
+        if !same {
+            errs.push(
+                ConfigError::new(path, "changed, but it only takes effect on restart")
+                    .hint("restart limpet (or upgrade with SIGQUIT and -u), or revert this change"),
+            );
+        }
+    };
+    check("listeners", old.listeners == new.listeners);
+    check("admin.address", old.admin == new.admin);
+    check("server.threads", old.server.threads == new.server.threads);
+    check("server.log_format", old.server.log_format == new.server.log_format);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Control {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGHUP, reload disabled: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    self.drain().await;
+                    return;
+                }
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    tracing::info!(path = %self.path.display(), "SIGHUP: reloading configuration");
+                    let result = self.reload();
+                    self.record(result);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Read → parse → validate → resolve secrets: the one function that startup, `--check`
+//! and SIGHUP all run, so they can never disagree about what is valid.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use limpet_affinity::Keyring;
+use limpet_config::{Config, ConfigError, ConfigErrors};
+
+/// A configuration ready to become a snapshot.
+#[derive(Clone)]
+pub struct Loaded {
+    pub config: Arc<Config>,
+    pub keyring: Option<Keyring>,
+    pub warnings: Vec<String>,
+}
+
+/// Loads and validates `path`, reporting every error found.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read(path).map_err(|e| {
+        ConfigErrors::single(
+            ConfigError::new("", format!("cannot read {}: {e}", path.display()))
+                .hint("pass the file with --config PATH"),
+        )
+    })?;
+    let text = String::from_utf8(text).map_err(|e| {
+        ConfigErrors::single(
+            ConfigError::new("", format!("{} is not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))
+                .hint("save the file as UTF-8"),
+        )
+    })?;
+    let config = limpet_config::parse(&text)?;
+    let (keyring, warnings) = crate::keys::keyring(&config.cookie_keys).map_err(|mut errs| {
+        let locations = limpet_config::Locations::index(&text);
+        for e in &mut errs {
+            e.location = locations.find(&e.path);
+        }
+        ConfigErrors(errs)
+    })?;
+    Ok(Loaded {
+        config: Arc::new(config),
+        keyring,
+        warnings,
+    })
+}

@@ -1,0 +1,312 @@
+//! The `ProxyHttp` adapter. Hooks stay thin: they pin a snapshot, call the pure
+//! persistence and balancing code, and translate the result into Pingora calls.
+//!
+//! Per request: `request_filter` routes and resolves persistence (one decision counted);
+//! `upstream_peer` uses the pinned backend or picks a new one, and runs again after each
+//! retried connect failure, never choosing a backend twice; `response_filter` issues the
+//! cookie naming the backend that really answered; `logging` releases the in-flight slot
+//! and records the request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use limpet_affinity::{cookie_values, encode, private_cache_control, resolve_cookie, set_cookie, CookieLookup, Outcome};
+use limpet_balance::{pick_least_requests, pick_weighted_random};
+use limpet_config::{Balance, OnBackendDown};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{ProxyHttp, Session};
+use limpet_metrics::InFlight;
+
+use crate::request;
+use crate::snapshot::{outcome_index, Active, PoolRt, Shared, Snapshot, METHOD_COOKIE};
+
+pub struct Limpet {
+    shared: Arc<Shared>,
+}
+
+impl Limpet {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+/// Per-request state. The snapshot is pinned here so that every hook of one request
+/// sees the same configuration, even across a reload.
+pub struct Ctx {
+    _active: Active,
+    snap: Option<Arc<Snapshot>>,
+    pool: Option<usize>,
+    outcome: Option<Outcome>,
+    /// Backend named by a valid session, if any.
+    pinned: Option<usize>,
+    /// Backend of the first attempt.
+    first: Option<usize>,
+    /// Backend of the current attempt.
+    chosen: Option<usize>,
+    /// Backends already attempted in this request.
+    tried: Vec<usize>,
+    connect_failures: u32,
+    started: Option<Instant>,
+    in_flight: Option<InFlight>,
+    client: Option<IpAddr>,
+}
+
+impl Ctx {
+    fn pool<'a>(&self, snap: &'a Snapshot) -> Option<&'a PoolRt> {
+        snap.pools.get(self.pool?)
+    }
+
+    /// True when the backend serving now is not the one the request arrived pinned to:
+    /// a new session, or one moved by failover. Either way a cookie must be issued.
+    fn needs_cookie(&self) -> bool {
+        self.chosen.is_some() && self.chosen != self.pinned
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Writes a short plain-text response from limpet itself.
+async fn respond(session: &mut Session, status: u16, body: &'static str, retry_after: bool) -> Result<bool> {
+    let mut h = ResponseHeader::build(status, Some(4))?;
+    h.insert_header("content-type", "text/plain; charset=utf-8")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    h.insert_header("cache-control", "no-store")?;
+    if retry_after {
+        h.insert_header("retry-after", "1")?;
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await?;
+    Ok(true)
+}
+
+/// Chooses a backend for a new session among those that take new sessions and were not
+/// tried yet in this request.
+fn pick_new(pool: &PoolRt, tried: &[usize]) -> Option<usize> {
+    let eligible = |i: usize| pool.backends[i].takes_new() && !tried.contains(&i);
+    match pool.balance {
+        Balance::RoundRobin => pool.round_robin.pick(eligible),
+        Balance::Random => pick_weighted_random(&pool.weights, eligible, rand::random()),
+        Balance::LeastRequests => pick_least_requests(
+            &pool.weights,
+            |i| pool.backends[i].metrics.in_flight.get().max(0) as u64,
+            eligible,
+            rand::random(),
+            rand::random(),
+        ),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Limpet {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            _active: Active::new(&self.shared.active),
+            snap: None,
+            pool: None,
+            outcome: None,
+            pinned: None,
+            first: None,
+            chosen: None,
+            tried: Vec::new(),
+            connect_failures: 0,
+            started: None,
+            in_flight: None,
+            client: None,
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let snap = self.shared.current.load_full();
+        // Keep-alive idle timeout of the client connection. It never ends a session:
+        // sessions live in cookies (and tables) with their own TTL.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(snap.config.server.client_idle_timeout.as_secs().max(1)));
+        }
+        ctx.snap = Some(snap);
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let Some(snap) = ctx.snap.clone() else {
+            return respond(session, 500, "limpet: no configuration\n", false).await;
+        };
+        let req = session.req_header();
+        if request::header_bytes(&req.uri, &req.headers) > request::MAX_HEADER_BYTES {
+            return respond(session, 431, "limpet: request headers too large\n", false).await;
+        }
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.client = peer.map(|p| request::client_ip(p, &req.headers, &snap.config.server.trusted_proxies));
+        let host = request::host(&req.uri, &req.headers);
+        let Some(pool_index) = snap.route(&host, req.uri.path().as_bytes()) else {
+            return respond(session, 404, "limpet: no route for this host and path\n", false).await;
+        };
+        ctx.pool = Some(pool_index);
+        let pool = &snap.pools[pool_index];
+
+        if let (Some(cookie), Some(keys)) = (&pool.cookie, &snap.keyring) {
+            let values = cookie_values(
+                req.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
+                cookie.name.as_bytes(),
+            );
+            let lookup = resolve_cookie(keys, pool.id.as_str(), cookie.max_ttl, values, unix_now(), |id| {
+                let i = pool.backend_index(id)?;
+                Some((i, pool.backends[i].keeps_sessions()))
+            });
+            let outcome = match lookup {
+                CookieLookup::Hit(i) => {
+                    ctx.pinned = Some(i);
+                    Outcome::Hit
+                }
+                CookieLookup::Miss(o) => o,
+            };
+            ctx.outcome = Some(outcome);
+            pool.decisions.count(METHOD_COOKIE, outcome_index(outcome));
+            if outcome == Outcome::BackendDown && pool.on_backend_down == OnBackendDown::Strict {
+                return respond(session, 503, "limpet: the backend of this session is unavailable\n", true).await;
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(snap) = ctx.snap.clone() else {
+            return Error::e_explain(ErrorType::HTTPStatus(500), "no snapshot");
+        };
+        let Some(pool) = ctx.pool(&snap) else {
+            return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
+        };
+        if let Some(prev) = ctx.chosen.take() {
+            if !ctx.tried.contains(&prev) {
+                ctx.tried.push(prev);
+            }
+        }
+        let pick = match ctx.pinned {
+            Some(p) if !ctx.tried.contains(&p) => Some(p),
+            _ => pick_new(pool, &ctx.tried),
+        };
+        let Some(i) = pick else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no usable backend in pool");
+        };
+        let backend = &pool.backends[i];
+        ctx.chosen = Some(i);
+        ctx.first.get_or_insert(i);
+        // Replacing the guard releases the previous attempt's slot.
+        ctx.in_flight = Some(backend.metrics.in_flight_slot());
+        ctx.started.get_or_insert_with(Instant::now);
+        let mut peer = HttpPeer::new(backend.address, false, String::new());
+        let server = &snap.config.server;
+        peer.options.connection_timeout = Some(server.upstream_connect_timeout);
+        peer.options.read_timeout = Some(server.upstream_read_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        ctx.connect_failures += 1;
+        let Some(snap) = ctx.snap.clone() else { return e };
+        let Some(pool) = ctx.pool(&snap) else { return e };
+        let Some(failed) = ctx.chosen else { return e };
+        pool.backends[failed].metrics.connect_errors.inc();
+        // A strict pool never moves a pinned session elsewhere.
+        let strict_pin = pool.on_backend_down == OnBackendDown::Strict && ctx.pinned == Some(failed);
+        let others_left = pool
+            .backends
+            .iter()
+            .enumerate()
+            .any(|(i, b)| i != failed && !ctx.tried.contains(&i) && b.takes_new());
+        // Bounded twice: by the pool's `retries` and by the backends left untried.
+        if ctx.connect_failures <= pool.retries && !strict_pin && others_left {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut pingora_http::RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Append the TCP peer, as every proxy hop does; backends read the chain right to
+        // left, and `server.trusted_proxies` decides how far limpet itself believes it.
+        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            // Several X-Forwarded-For lines form one list (RFC 9110 §5.3); bytes that are
+            // not visible ASCII cannot be forwarded faithfully and are dropped.
+            let mut xff = String::new();
+            for v in upstream.headers.get_all("x-forwarded-for") {
+                if let Ok(v) = v.to_str() {
+                    if !v.trim().is_empty() {
+                        xff.push_str(v.trim());
+                        xff.push_str(", ");
+                    }
+                }
+            }
+            xff.push_str(&peer.to_string());
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let Some(snap) = &ctx.snap else { return Ok(()) };
+        let (Some(pool), Some(i)) = (ctx.pool(snap), ctx.chosen) else { return Ok(()) };
+        let backend = &pool.backends[i];
+        if let (Some(cookie), Some(keys), true) = (&pool.cookie, &snap.keyring, ctx.needs_cookie()) {
+            let value = encode(keys, pool.id.as_str(), backend.id.as_str(), unix_now(), cookie.ttl);
+            resp.append_header("set-cookie", set_cookie(cookie, &value, cookie.ttl.as_secs(), false))?;
+            let existing = resp.headers.get(http::header::CACHE_CONTROL).map(|v| v.as_bytes());
+            if let Some(cc) = private_cache_control(existing) {
+                resp.insert_header("cache-control", cc)?;
+            }
+        }
+        if snap.config.server.debug_headers {
+            resp.insert_header("x-limpet-backend", backend.id.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.in_flight = None;
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let Some(snap) = ctx.snap.clone() else { return };
+        let pool = ctx.pool(&snap);
+        let elapsed = ctx.started.map(|s| s.elapsed());
+        // Failover moved the request off the backend it started on.
+        let repinned = ctx.chosen.is_some() && ctx.chosen != ctx.first;
+        let mut outcome = ctx.outcome;
+        if let (Some(pool), true) = (pool, repinned) {
+            if pool.cookie.is_some() {
+                pool.decisions.count(METHOD_COOKIE, outcome_index(Outcome::Repinned));
+                outcome = Some(Outcome::Repinned);
+            }
+        }
+        let backend = pool.zip(ctx.chosen).map(|(p, i)| &p.backends[i]);
+        if let (Some(b), Some(elapsed)) = (backend, elapsed) {
+            b.metrics.count_status(if status == 0 { 502 } else { status });
+            b.metrics.response_seconds.observe(elapsed.as_secs_f64());
+        }
+        let req = session.req_header();
+        tracing::info!(
+            target: "limpet::access",
+            client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+            method = %req.method,
+            path = %req.uri.path(),
+            status,
+            pool = pool.map_or("", |p| p.id.as_str()),
+            backend = backend.map_or("", |b| b.id.as_str()),
+            outcome = outcome.map_or("none", Outcome::as_str),
+            attempts = ctx.tried.len() + usize::from(ctx.chosen.is_some()),
+            ms = elapsed.map_or(0, |d| d.as_millis() as u64),
+            error = e.map(|e| e.etype().as_str()),
+        );
+    }
+}

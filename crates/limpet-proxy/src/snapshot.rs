@@ -1,0 +1,208 @@
+//! The immutable runtime view of one configuration generation. A request pins one
+//! `Arc<Snapshot>` for its whole life; a reload builds a new one and swaps it in with a
+//! single store. Per-backend handles (metrics, in-flight) are resolved here, not per request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use limpet_affinity::{Keyring, Outcome};
+use limpet_balance::RoundRobin;
+use limpet_config::{
+    Backend, BackendId, BackendState, Balance, Config, CookiePersistence, HostMatch,
+    OnBackendDown, Persistence, PoolId,
+};
+use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
+
+use crate::load::Loaded;
+
+/// What every hook reaches: the current snapshot and the process-wide metrics.
+pub struct Shared {
+    pub current: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    /// The last rejected reload's errors, shown by `/status`; cleared by a good reload.
+    pub last_reload_error: arc_swap::ArcSwapOption<String>,
+    /// Downstream requests in progress (WebSockets included), for graceful stop.
+    pub active: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one downstream request while alive.
+pub struct Active(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Active {
+    pub fn new(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub config: Arc<Config>,
+    pub keyring: Option<Keyring>,
+    pub pools: Vec<PoolRt>,
+    pub routes: Vec<RouteRt>,
+}
+
+pub struct RouteRt {
+    pub host: HostMatch,
+    pub path_prefix: String,
+    pub pool: usize,
+}
+
+pub struct PoolRt {
+    pub id: PoolId,
+    pub balance: Balance,
+    pub round_robin: RoundRobin,
+    pub weights: Vec<u32>,
+    pub backends: Vec<BackendRt>,
+    by_id: HashMap<Box<[u8]>, usize>,
+    pub cookie: Option<CookiePersistence>,
+    pub on_backend_down: OnBackendDown,
+    pub retries: u32,
+    pub decisions: DecisionMetrics,
+}
+
+pub struct BackendRt {
+    pub id: BackendId,
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub state: BackendState,
+    pub metrics: BackendMetrics,
+}
+
+/// Persistence method names, as used in the `method` label.
+pub const METHOD_COOKIE: usize = 0;
+const METHODS: [&str; 1] = ["cookie"];
+
+pub fn outcome_index(o: Outcome) -> usize {
+    Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0)
+}
+
+fn states() -> [&'static str; 3] {
+    BackendState::ALL.map(BackendState::as_str)
+}
+
+impl BackendRt {
+    /// May this backend serve a session already pinned to it?
+    pub fn keeps_sessions(&self) -> bool {
+        self.state != BackendState::Disabled
+    }
+
+    /// May this backend receive a new session?
+    pub fn takes_new(&self) -> bool {
+        self.state == BackendState::Active && self.weight > 0
+    }
+}
+
+impl PoolRt {
+    pub fn backend_index(&self, id: &[u8]) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+}
+
+impl Snapshot {
+    /// Builds generation `generation` from a loaded configuration. Metric series of
+    /// backends and pools that `prev` had and this one lacks are removed.
+    pub fn build(loaded: Loaded, generation: u64, metrics: &Metrics, prev: Option<&Snapshot>) -> Snapshot {
+        let Loaded { config, keyring, warnings: _ } = loaded;
+        let states = states();
+        let mut pools = Vec::with_capacity(config.pools.len());
+        let mut index = HashMap::new();
+        for (i, pool) in config.pools.values().enumerate() {
+            index.insert(pool.id.clone(), i);
+            let backends: Vec<BackendRt> = pool
+                .backends
+                .iter()
+                .map(|b: &Backend| BackendRt {
+                    id: b.id.clone(),
+                    address: b.address,
+                    weight: b.weight,
+                    state: b.state,
+                    metrics: metrics.backend(pool.id.as_str(), b.id.as_str(), b.state.as_str(), &states, b.weight),
+                })
+                .collect();
+            // Weights for new sessions: only active backends take them.
+            let weights: Vec<u32> = backends.iter().map(|b| if b.takes_new() { b.weight } else { 0 }).collect();
+            let cookie = pool.persistence.iter().map(|p| match p {
+                Persistence::Cookie(c) => c.clone(),
+            }).next();
+            let outcomes = Outcome::ALL.map(Outcome::as_str);
+            pools.push(PoolRt {
+                id: pool.id.clone(),
+                balance: pool.balance,
+                round_robin: RoundRobin::new(&weights),
+                by_id: backends.iter().enumerate().map(|(i, b)| (Box::from(b.id.as_str().as_bytes()), i)).collect(),
+                weights,
+                backends,
+                cookie,
+                on_backend_down: pool.on_backend_down,
+                retries: pool.retries,
+                decisions: metrics.decisions(pool.id.as_str(), &METHODS, &outcomes),
+            });
+        }
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(RouteRt {
+                    host: r.host.clone(),
+                    path_prefix: r.path_prefix.clone(),
+                    pool: *index.get(&r.pool)?,
+                })
+            })
+            .collect();
+        if let Some(prev) = prev {
+            for old in &prev.pools {
+                let now = pools.iter().find(|p| p.id == old.id);
+                for b in &old.backends {
+                    if now.is_none_or(|p| p.backend_index(b.id.as_str().as_bytes()).is_none()) {
+                        metrics.remove_backend(old.id.as_str(), b.id.as_str(), &states);
+                    }
+                }
+                if now.is_none() {
+                    let outcomes = Outcome::ALL.map(Outcome::as_str);
+                    for m in METHODS {
+                        metrics.remove_decisions(old.id.as_str(), m, &outcomes);
+                    }
+                }
+            }
+        }
+        Snapshot {
+            generation,
+            loaded_at: SystemTime::now(),
+            config,
+            keyring,
+            pools,
+            routes,
+        }
+    }
+
+    /// First route matching `host` (lower-case, no port) and `path`.
+    pub fn route(&self, host: &[u8], path: &[u8]) -> Option<usize> {
+        self.routes
+            .iter()
+            .find(|r| {
+                let host_ok = match &r.host {
+                    HostMatch::Any => true,
+                    HostMatch::Exact(h) => host == h.as_bytes(),
+                    HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_bytes()),
+                };
+                host_ok && path.starts_with(r.path_prefix.as_bytes())
+            })
+            .map(|r| r.pool)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.config.server.upstream_connect_timeout
+    }
+}

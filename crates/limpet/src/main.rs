@@ -1,0 +1,148 @@
+//! The limpet binary: command line, logging, Pingora server wiring generated from our
+//! own configuration (users edit one YAML file), then run until a signal ends it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use limpet_config::LogFormat;
+use limpet_proxy::{load_file, Admin, Control, Limpet, Loaded, Shared, Snapshot};
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use pingora_core::apps::http_app::HttpServer;
+
+/// limpet: a sticky-session layer-7 load balancer.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, default_value = "./config.yaml")]
+    config: PathBuf,
+    /// Validate the configuration and exit: 0 and "configuration OK", or 1 and every error.
+    #[arg(long)]
+    check: bool,
+    /// Take over the listening sockets of a running limpet that received SIGQUIT.
+    #[arg(long, short = 'u')]
+    upgrade: bool,
+    /// Socket used to hand listeners over during a SIGQUIT upgrade.
+    #[arg(long, default_value = "/tmp/limpet_upgrade.sock")]
+    upgrade_sock: String,
+}
+
+fn main() -> ExitCode {
+    ignore_sighup();
+    let cli = Cli::parse();
+    let loaded = match load_file(&cli.config) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{}: {} error(s):", cli.config.display(), errors.len());
+            for e in errors.iter() {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    if cli.check {
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(loaded.config.server.log_format);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    match run(cli, loaded) {
+        Ok(never) => match never {},
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("limpet: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// SIGHUP's default action kills the process; until the control service installs its
+/// handler (after Pingora starts), a reload signal must be harmless.
+#[allow(unsafe_code)]
+fn ignore_sighup() {
+    // SAFETY: installing SIG_IGN has no preconditions and runs before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LIMPET_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+enum Never {}
+
+fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
+    let config = loaded.config.clone();
+    let server_cfg = &config.server;
+    let conf = ServerConf {
+        threads: server_cfg.threads,
+        grace_period_seconds: Some(server_cfg.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: cli.upgrade_sock.clone(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let metrics = limpet_metrics::Metrics::new().context("creating metrics")?;
+    let snapshot = Snapshot::build(loaded, 1, &metrics, None);
+    metrics.config_generation.set(1);
+    metrics.count_reload(true);
+    metrics
+        .last_reload_success
+        .set(snapshot.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+    let shared = Arc::new(Shared {
+        current: arc_swap::ArcSwap::from_pointee(snapshot),
+        metrics,
+        last_reload_error: arc_swap::ArcSwapOption::empty(),
+        active: Default::default(),
+    });
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, Limpet::new(shared.clone()), "limpet proxy");
+    for l in &config.listeners {
+        proxy.add_tcp(&l.address.to_string());
+    }
+    let mut admin = Service::new("limpet admin".to_string(), HttpServer::new_app(Admin::new(shared.clone())));
+    admin.add_tcp(&config.admin.address.to_string());
+    admin.threads = Some(1);
+    let control = background_service("limpet control", Control::new(shared, cli.config.clone()));
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(control);
+    tracing::info!(
+        listeners = ?config.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
+        admin = %config.admin.address,
+        config = %cli.config.display(),
+        "limpet starting"
+    );
+    server.run_forever()
+}
