@@ -1,1 +1,283 @@
-//! e2e
+//! Harness for limpet's end-to-end tests: starts the real `limpet` binary on ephemeral
+//! loopback ports with a generated config, real demo backends, and offers a small HTTP
+//! client that handles the affinity cookie explicitly, so tests can assert on it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use limpet_demo::Backend;
+
+/// The signing secret tests hand to limpet through `LIMPET_TEST_KEY`.
+pub const TEST_SECRET: &str = "e2e-secret-0123456789abcdef0123456789";
+
+/// Path of a workspace binary built next to this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(format!("{}_BIN", name.to_uppercase().replace('-', "_"))) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not found: run `cargo build --workspace` first (make test does)", p.display());
+    p
+}
+
+/// A free loopback port (bound then released; the kernel will not hand it out again soon).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!("limpet-e2e-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Starts `count` demo backends named `{prefix}-1`… on ephemeral ports.
+pub async fn backends(prefix: &str, count: usize) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for i in 1..=count {
+        out.push(Backend::start(&format!("{prefix}-{i}"), "127.0.0.1:0".parse().unwrap()).await.unwrap());
+    }
+    out
+}
+
+/// YAML list of backends (all active, weight 1).
+pub fn backend_list(bs: &[Backend]) -> String {
+    bs.iter()
+        .map(|b| format!("      - {{ id: {}, address: \"{}\" }}\n", b.id, b.addr))
+        .collect()
+}
+
+/// A running limpet process. Killed on drop.
+pub struct Limpet {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The standard test config: one pool `web` with a cookie method. `{listen}`, `{admin}`
+/// and `{backends}` are filled in; `extra_pool` lines go inside the pool.
+pub fn config(listen: SocketAddr, admin: SocketAddr, backends: &str, cookie: &str, extra_pool: &str) -> String {
+    format!(
+        r#"server:
+  threads: 2
+  grace_period: 5s
+  upstream_connect_timeout: 1s
+listeners:
+  - address: "{listen}"
+admin:
+  address: "{admin}"
+cookie_keys:
+  - id: k1
+    secret_env: LIMPET_TEST_KEY
+routes:
+  - host: "*"
+    path_prefix: /
+    pool: web
+pools:
+  web:
+    persistence:
+      - cookie: {{ {cookie} }}
+{extra_pool}    backends:
+{backends}"#
+    )
+}
+
+impl Limpet {
+    /// Writes `yaml` (with `{listen}`/`{admin}` already substituted by the caller, see
+    /// [`config`]) and starts limpet; waits until both listeners answer.
+    pub async fn start_with(yaml: &str, addr: SocketAddr, admin: SocketAddr) -> Limpet {
+        let dir = scratch_dir();
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Self::spawn(config, addr, admin, &dir).await
+    }
+
+    /// Standard config around `backends`.
+    pub async fn start(backends: &[Backend], cookie: &str, extra_pool: &str) -> Limpet {
+        let (addr, admin) = (free_addr(), free_addr());
+        Self::start_with(&config(addr, admin, &backend_list(backends), cookie, extra_pool), addr, admin).await
+    }
+
+    async fn spawn(config: PathBuf, addr: SocketAddr, admin: SocketAddr, dir: &Path) -> Limpet {
+        let log = dir.join("limpet.log");
+        let child = Command::new(bin("limpet"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--upgrade-sock")
+            .arg(dir.join("upgrade.sock"))
+            .env("LIMPET_TEST_KEY", TEST_SECRET)
+            .env("LIMPET_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let l = Limpet { child, addr, admin, config, log };
+        l.wait_ready().await;
+        l
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            let ok = client.get(format!("http://{}/healthz", self.admin)).send().await.is_ok()
+                && tokio::net::TcpStream::connect(self.addr).await.is_ok();
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "limpet did not start; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: kill(2) through libc with a pid we own.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Rewrites the config file and sends SIGHUP; waits until the generation moves on
+    /// (or returns false if the reload was rejected).
+    pub async fn reload(&self, yaml: &str) -> bool {
+        let before = self.metric("limpet_config_reloads_total{result=\"ok\"}").await;
+        let errors_before = self.metric("limpet_config_reloads_total{result=\"error\"}").await;
+        std::fs::write(&self.config, yaml).unwrap();
+        self.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.metric("limpet_config_reloads_total{result=\"ok\"}").await > before {
+                return true;
+            }
+            if self.metric("limpet_config_reloads_total{result=\"error\"}").await > errors_before {
+                return false;
+            }
+            assert!(Instant::now() < deadline, "reload never finished; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn admin_get(&self, path: &str) -> String {
+        reqwest::get(format!("http://{}{path}", self.admin)).await.unwrap().text().await.unwrap()
+    }
+
+    /// Value of one exact series line (name with labels as printed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.admin_get("/metrics").await;
+        parse_metric(&text, series)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// Finds `series` (labels in Prometheus' sorted order) in exposition text.
+pub fn parse_metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+impl Drop for Limpet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One response as a test sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub backend: String,
+    /// `NAME=VALUE` of our affinity cookie if the response set one.
+    pub set_cookie: Option<String>,
+    /// The whole Set-Cookie header of our cookie.
+    pub set_cookie_header: Option<String>,
+    pub cache_control: Option<String>,
+    pub body: String,
+}
+
+/// GET `url` with optional `Cookie` header values (each sent as its own header line).
+pub async fn get(client: &reqwest::Client, url: &str, cookies: &[&[u8]], cookie_name: &str) -> Reply {
+    let mut req = client.get(url);
+    for c in cookies {
+        req = req.header("cookie", reqwest::header::HeaderValue::from_bytes(c).unwrap());
+    }
+    let resp = req.send().await.unwrap();
+    reply(resp, cookie_name).await
+}
+
+pub async fn reply(resp: reqwest::Response, cookie_name: &str) -> Reply {
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    let backend = h.get("x-backend-id").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let prefix = format!("{cookie_name}=");
+    let set_cookie_header = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with(&prefix));
+    let set_cookie = set_cookie_header.as_ref().map(|v| v.split(';').next().unwrap().to_string());
+    let cache_control = h.get("cache-control").map(|v| v.to_str().unwrap().to_string());
+    let body = resp.text().await.unwrap_or_default();
+    Reply { status, backend, set_cookie, set_cookie_header, cache_control, body }
+}
+
+/// A keep-alive client without redirects or proxies.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes on a fresh connection and returns the status code of the reply.
+pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < 12 && Instant::now() < deadline {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf[got..])).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let text = String::from_utf8_lossy(&buf[..got]);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Peak resident memory of a process in KiB (VmHWM).
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

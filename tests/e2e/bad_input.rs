@@ -1,0 +1,81 @@
+//! Every kind of bad affinity cookie is a 2xx with a fresh pin (or a clear 4xx for
+//! oversized headers): never a 5xx, never a crash, and each is counted.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use limpet_affinity::{encode, Keyring, SigningKey};
+use limpet_e2e::*;
+
+fn ring(id: &str, secret: &[u8]) -> Keyring {
+    Keyring::new(vec![SigningKey::new(id, secret).unwrap()]).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+async fn outcome(lb: &Limpet, outcome: &str) -> f64 {
+    lb.metric(&format!(r#"limpet_persistence_decisions_total{{method="cookie",outcome="{outcome}",pool="web"}}"#)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_cookies_get_a_fresh_pin_and_are_counted() {
+    let bs = backends("b", 2).await;
+    let lb = Limpet::start(&bs, "name: LIMPET, ttl: 15m", "").await;
+    let c = client();
+    let good = get(&c, &lb.url("/"), &[], "LIMPET").await.set_cookie.unwrap();
+    let good_value = good.split_once('=').unwrap().1.to_string();
+    let real = ring("k1", TEST_SECRET.as_bytes());
+    let hour = Duration::from_secs(3600);
+
+    let invalid: Vec<(&str, String)> = vec![
+        ("malformed base64", "LIMPET=%%%not-base64%%%".into()),
+        ("truncated", format!("LIMPET={}", &good_value[..good_value.len() / 2])),
+        ("wrong signature", format!("LIMPET={}", encode(&ring("k1", &[1u8; 32]), "web", "b-1", now(), hour))),
+        ("unknown key id", format!("LIMPET={}", encode(&ring("old", TEST_SECRET.as_bytes()), "web", "b-1", now(), hour))),
+        ("backend id that does not exist", format!("LIMPET={}", encode(&real, "web", "gone", now(), hour))),
+        ("other pool", format!("LIMPET={}", encode(&real, "api", "b-1", now(), hour))),
+        ("empty value", "LIMPET=".into()),
+    ];
+    for (i, (what, cookie)) in invalid.iter().enumerate() {
+        let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+        assert_eq!(r.status, 200, "{what}");
+        assert!(r.set_cookie.is_some(), "{what}: no fresh pin");
+        assert_eq!(outcome(&lb, "invalid").await, (i + 1) as f64, "{what}");
+    }
+
+    let expired = format!("LIMPET={}", encode(&real, "web", "b-1", now() - 7200, hour));
+    let r = get(&c, &lb.url("/"), &[expired.as_bytes()], "LIMPET").await;
+    assert_eq!((r.status, r.set_cookie.is_some()), (200, true));
+    assert_eq!(outcome(&lb, "expired").await, 1.0);
+
+    // Several Cookie headers: junk in one, the valid session in another → still a hit.
+    let hits = outcome(&lb, "hit").await;
+    let r = get(&c, &lb.url("/"), &[b"LIMPET=junk; a=b", good.as_bytes()], "LIMPET").await;
+    assert_eq!((r.status, r.set_cookie.is_none()), (200, true));
+    assert_eq!(outcome(&lb, "hit").await, hits + 1.0);
+
+    // A 16 KiB cookie header is served with a fresh pin.
+    let big = format!("pad={}; LIMPET=AAAA{}", "x".repeat(16 * 1024), "B".repeat(100));
+    let r = get(&c, &lb.url("/"), &[big.as_bytes()], "LIMPET").await;
+    assert_eq!((r.status, r.set_cookie.is_some()), (200, true));
+
+    // Bytes that are not UTF-8 in the cookie header.
+    let r = get(&c, &lb.url("/"), &[b"x=\xff\xfe; LIMPET=\xc3\x28\xa0"], "LIMPET").await;
+    assert_eq!((r.status, r.set_cookie.is_some()), (200, true));
+
+    // Oversized header block: a clear 431 from limpet, and the next client is fine.
+    let huge = format!("GET / HTTP/1.1\r\nHost: x\r\nCookie: a={}\r\n\r\n", "y".repeat(80 * 1024));
+    assert_eq!(raw_status(lb.addr, huge.as_bytes()).await, 431);
+    // Garbage instead of HTTP: a 4xx, never a crash.
+    let status = raw_status(lb.addr, b"\x16\x03\x01\x00\xa5garbage\r\n\r\n").await;
+    assert!(status == 0 || (400..500).contains(&status), "{status}");
+    let r = get(&c, &lb.url("/"), &[good.as_bytes()], "LIMPET").await;
+    assert_eq!(r.status, 200);
+
+    let mut total5 = 0.0;
+    for b in ["b-1", "b-2"] {
+        total5 += lb.metric(&format!(r#"limpet_backend_requests_total{{backend="{b}",code="5xx",pool="web"}}"#)).await;
+    }
+    assert_eq!(total5, 0.0, "no bad input may cause a 5xx");
+}

@@ -1,0 +1,169 @@
+//! The command line and signals: `--check`, `--version`, SIGHUP at any time, graceful
+//! SIGTERM that lets in-flight requests finish, rejected reloads that change nothing.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use limpet_e2e::*;
+
+fn check(yaml: &str) -> (i32, String, String) {
+    let dir = std::env::temp_dir().join(format!("limpet-check-{}-{}", std::process::id(), yaml.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(bin("limpet"))
+        .args(["--check", "--config"])
+        .arg(&path)
+        .env("LIMPET_TEST_KEY", TEST_SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn good() -> String {
+    config(
+        "127.0.0.1:18080".parse().unwrap(),
+        "127.0.0.1:19090".parse().unwrap(),
+        "      - { id: a, address: 127.0.0.1:1 }\n",
+        "name: LIMPET, ttl: 15m",
+        "",
+    )
+}
+
+#[test]
+fn check_accepts_the_repo_config_and_reports_every_error() {
+    let repo_config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml")).unwrap();
+    let (code, out, _) = check(&repo_config);
+    assert_eq!((code, out.trim()), (0, "configuration OK"));
+    let (code, out, _) = check(&good());
+    assert_eq!((code, out.trim()), (0, "configuration OK"));
+
+    let broken = good()
+        .replace("grace_period: 5s", "grace_period: 5 seconds")
+        .replace("pool: web", "pool: wbe")
+        .replace("threads: 2", "threads: 2\n  debug_header: true")
+        .replace("      - { id: a, address: 127.0.0.1:1 }\n", "      - { id: a, address: 127.0.0.1:1 }\n      - { id: a, address: nowhere }\n")
+        .replace("ttl: 15m", "ttl: 15m, max_ttl: 10m");
+    let (code, _, err) = check(&broken);
+    assert_eq!(code, 1, "{err}");
+    for needle in [
+        "server.grace_period",
+        "server.debug_header: unknown key (hint: did you mean `debug_headers`?)",
+        "routes[0].pool: unknown pool `wbe` (hint: did you mean `web`?)",
+        "pools.web.backends[1].id: backend id `a` is used twice",
+        "pools.web.backends[1].address: `nowhere` is not an IP address with a port",
+        "pools.web.persistence[0].cookie.ttl: 15m is above max_ttl 10m",
+        "line ",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    // A missing secret is an error of --check too, named by its key path.
+    let out = Command::new(bin("limpet"))
+        .args(["--check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let no_env = good().replace("LIMPET_TEST_KEY", "LIMPET_KEY_THAT_IS_NOT_SET");
+    let (code, _, err) = check(&no_env);
+    assert_eq!(code, 1);
+    assert!(err.contains("cookie_keys[0].secret_env: environment variable `LIMPET_KEY_THAT_IS_NOT_SET` is not set"), "{err}");
+    let (code, _, err) = check("pools: [\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("line "), "{err}");
+}
+
+#[test]
+fn version_flag() {
+    let out = Command::new(bin("limpet")).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("limpet "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_right_after_start_does_not_kill() {
+    let bs = backends("h", 1).await;
+    let (addr, admin) = (free_addr(), free_addr());
+    let dir = std::env::temp_dir().join(format!("limpet-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, config(addr, admin, &backend_list(&bs), "name: LIMPET, ttl: 15m", "")).unwrap();
+    let mut child = Command::new(bin("limpet"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--upgrade-sock")
+        .arg(dir.join("u.sock"))
+        .env("LIMPET_TEST_KEY", TEST_SECRET)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let start = Instant::now();
+    #[allow(unsafe_code)]
+    while start.elapsed() < Duration::from_millis(300) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP killed limpet");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("http://{addr}/")).await.is_err() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits() {
+    let bs = backends("g", 1).await;
+    let mut lb = Limpet::start(&bs, "name: LIMPET, ttl: 15m", "").await;
+    let url = lb.url("/slow?ms=1500");
+    let slow = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    lb.signal(libc::SIGTERM);
+    assert_eq!(slow.await.unwrap().unwrap(), 200, "the in-flight request completes");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = lb.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "limpet did not exit; log:\n{}", lb.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    // Idle after the slow request: exits well before the 5 s grace period.
+    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_reloads_keep_the_running_config() {
+    let bs = backends("v", 2).await;
+    let (addr, admin) = (free_addr(), free_addr());
+    let base = config(addr, admin, &backend_list(&bs), "name: LIMPET, ttl: 15m", "");
+    let lb = Limpet::start_with(&base, addr, admin).await;
+    let c = client();
+    let pinned = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    let cookie = pinned.set_cookie.unwrap();
+    let truncated = &base[..base.len() / 2];
+    let restart_only = base.replace(&addr.to_string(), &free_addr().to_string());
+    for (what, yaml) in [("invalid", base.replace("ttl: 15m", "ttl: forever")), ("truncated", truncated.to_string()), ("restart-only", restart_only)] {
+        assert!(!lb.reload(&yaml).await, "{what} reload was accepted");
+        let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+        assert_eq!((r.status, r.backend.as_str()), (200, pinned.backend.as_str()), "{what}");
+    }
+    assert_eq!(lb.metric("limpet_config_generation").await, 1.0);
+    assert_eq!(lb.metric(r#"limpet_config_reloads_total{result="error"}"#).await, 3.0);
+    let status = lb.admin_get("/status").await;
+    assert!(status.contains("only takes effect on restart"), "{status}");
+    assert!(lb.log_text().contains("reload rejected"));
+    // A good reload afterwards clears the error and bumps the generation.
+    assert!(lb.reload(&base).await);
+    assert_eq!(lb.metric("limpet_config_generation").await, 2.0);
+    assert!(lb.admin_get("/status").await.contains("\"last_reload_error\": null"));
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `limpet` binary, real backends on 127.0.0.1:0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod cli;
+mod cookie;
+mod failover;
+mod streaming;
