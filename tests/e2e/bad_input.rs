@@ -15,7 +15,10 @@ fn now() -> u64 {
 }
 
 async fn outcome(lb: &Limpet, outcome: &str) -> f64 {
-    lb.metric(&format!(r#"limpet_persistence_decisions_total{{method="cookie",outcome="{outcome}",pool="web"}}"#)).await
+    lb.metric(&format!(
+        r#"limpet_persistence_decisions_total{{method="cookie",outcome="{outcome}",pool="web"}}"#
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,11 +33,32 @@ async fn bad_cookies_get_a_fresh_pin_and_are_counted() {
 
     let invalid: Vec<(&str, String)> = vec![
         ("malformed base64", "LIMPET=%%%not-base64%%%".into()),
-        ("truncated", format!("LIMPET={}", &good_value[..good_value.len() / 2])),
-        ("wrong signature", format!("LIMPET={}", encode(&ring("k1", &[1u8; 32]), "web", "b-1", now(), hour))),
-        ("unknown key id", format!("LIMPET={}", encode(&ring("old", TEST_SECRET.as_bytes()), "web", "b-1", now(), hour))),
-        ("backend id that does not exist", format!("LIMPET={}", encode(&real, "web", "gone", now(), hour))),
-        ("other pool", format!("LIMPET={}", encode(&real, "api", "b-1", now(), hour))),
+        (
+            "truncated",
+            format!("LIMPET={}", &good_value[..good_value.len() / 2]),
+        ),
+        (
+            "wrong signature",
+            format!(
+                "LIMPET={}",
+                encode(&ring("k1", &[1u8; 32]), "web", "b-1", now(), hour)
+            ),
+        ),
+        (
+            "unknown key id",
+            format!(
+                "LIMPET={}",
+                encode(&ring("old", TEST_SECRET.as_bytes()), "web", "b-1", now(), hour)
+            ),
+        ),
+        (
+            "backend id that does not exist",
+            format!("LIMPET={}", encode(&real, "web", "gone", now(), hour)),
+        ),
+        (
+            "other pool",
+            format!("LIMPET={}", encode(&real, "api", "b-1", now(), hour)),
+        ),
         ("empty value", "LIMPET=".into()),
     ];
     for (i, (what, cookie)) in invalid.iter().enumerate() {
@@ -51,7 +75,13 @@ async fn bad_cookies_get_a_fresh_pin_and_are_counted() {
 
     // Several Cookie headers: junk in one, the valid session in another → still a hit.
     let hits = outcome(&lb, "hit").await;
-    let r = get(&c, &lb.url("/"), &[b"LIMPET=junk; a=b", good.as_bytes()], "LIMPET").await;
+    let r = get(
+        &c,
+        &lb.url("/"),
+        &[b"LIMPET=junk; a=b", good.as_bytes()],
+        "LIMPET",
+    )
+    .await;
     assert_eq!((r.status, r.set_cookie.is_none()), (200, true));
     assert_eq!(outcome(&lb, "hit").await, hits + 1.0);
 
@@ -65,7 +95,10 @@ async fn bad_cookies_get_a_fresh_pin_and_are_counted() {
     assert_eq!((r.status, r.set_cookie.is_some()), (200, true));
 
     // Oversized header block: a clear 431 from limpet, and the next client is fine.
-    let huge = format!("GET / HTTP/1.1\r\nHost: x\r\nCookie: a={}\r\n\r\n", "y".repeat(80 * 1024));
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nCookie: a={}\r\n\r\n",
+        "y".repeat(80 * 1024)
+    );
     assert_eq!(raw_status(lb.addr, huge.as_bytes()).await, 431);
     // Garbage instead of HTTP: a 4xx, never a crash.
     let status = raw_status(lb.addr, b"\x16\x03\x01\x00\xa5garbage\r\n\r\n").await;
@@ -75,7 +108,11 @@ async fn bad_cookies_get_a_fresh_pin_and_are_counted() {
 
     let mut total5 = 0.0;
     for b in ["b-1", "b-2"] {
-        total5 += lb.metric(&format!(r#"limpet_backend_requests_total{{backend="{b}",code="5xx",pool="web"}}"#)).await;
+        total5 += lb
+            .metric(&format!(
+                r#"limpet_backend_requests_total{{backend="{b}",code="5xx",pool="web"}}"#
+            ))
+            .await;
     }
     assert_eq!(total5, 0.0, "no bad input may cause a 5xx");
 }

@@ -36,7 +36,8 @@ fn good() -> String {
 
 #[test]
 fn check_accepts_the_repo_config_and_reports_every_error() {
-    let repo_config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml")).unwrap();
+    let repo_config =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml")).unwrap();
     let (code, out, _) = check(&repo_config);
     assert_eq!((code, out.trim()), (0, "configuration OK"));
     let (code, out, _) = check(&good());
@@ -46,7 +47,10 @@ fn check_accepts_the_repo_config_and_reports_every_error() {
         .replace("grace_period: 5s", "grace_period: 5 seconds")
         .replace("pool: web", "pool: wbe")
         .replace("threads: 2", "threads: 2\n  debug_header: true")
-        .replace("      - { id: a, address: 127.0.0.1:1 }\n", "      - { id: a, address: 127.0.0.1:1 }\n      - { id: a, address: nowhere }\n")
+        .replace(
+            "      - { id: a, address: 127.0.0.1:1 }\n",
+            "      - { id: a, address: 127.0.0.1:1 }\n      - { id: a, address: nowhere }\n",
+        )
         .replace("ttl: 15m", "ttl: 15m, max_ttl: 10m");
     let (code, _, err) = check(&broken);
     assert_eq!(code, 1, "{err}");
@@ -63,14 +67,23 @@ fn check_accepts_the_repo_config_and_reports_every_error() {
     }
     // A missing secret is an error of --check too, named by its key path.
     let out = Command::new(bin("limpet"))
-        .args(["--check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml")])
+        .args([
+            "--check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml"),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let no_env = good().replace("LIMPET_TEST_KEY", "LIMPET_KEY_THAT_IS_NOT_SET");
     let (code, _, err) = check(&no_env);
     assert_eq!(code, 1);
-    assert!(err.contains("cookie_keys[0].secret_env: environment variable `LIMPET_KEY_THAT_IS_NOT_SET` is not set"), "{err}");
+    assert!(
+        err.contains(
+            "cookie_keys[0].secret_env: environment variable `LIMPET_KEY_THAT_IS_NOT_SET` is not set"
+        ),
+        "{err}"
+    );
     let (code, _, err) = check("pools: [\n");
     assert_eq!(code, 1);
     assert!(err.contains("line "), "{err}");
@@ -90,7 +103,11 @@ async fn sighup_right_after_start_does_not_kill() {
     let dir = std::env::temp_dir().join(format!("limpet-hup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c.yaml");
-    std::fs::write(&path, config(addr, admin, &backend_list(&bs), "name: LIMPET, ttl: 15m", "")).unwrap();
+    std::fs::write(
+        &path,
+        config(addr, admin, &backend_list(&bs), "name: LIMPET, ttl: 15m", ""),
+    )
+    .unwrap();
     let mut child = Command::new(bin("limpet"))
         .arg("--config")
         .arg(&path)
@@ -127,13 +144,21 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = Instant::now();
     lb.signal(libc::SIGTERM);
-    assert_eq!(slow.await.unwrap().unwrap(), 200, "the in-flight request completes");
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the in-flight request completes"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = lb.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "limpet did not exit; log:\n{}", lb.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "limpet did not exit; log:\n{}",
+            lb.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
@@ -152,18 +177,32 @@ async fn rejected_reloads_keep_the_running_config() {
     let cookie = pinned.set_cookie.unwrap();
     let truncated = &base[..base.len() / 2];
     let restart_only = base.replace(&addr.to_string(), &free_addr().to_string());
-    for (what, yaml) in [("invalid", base.replace("ttl: 15m", "ttl: forever")), ("truncated", truncated.to_string()), ("restart-only", restart_only)] {
+    for (what, yaml) in [
+        ("invalid", base.replace("ttl: 15m", "ttl: forever")),
+        ("truncated", truncated.to_string()),
+        ("restart-only", restart_only),
+    ] {
         assert!(!lb.reload(&yaml).await, "{what} reload was accepted");
         let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
-        assert_eq!((r.status, r.backend.as_str()), (200, pinned.backend.as_str()), "{what}");
+        assert_eq!(
+            (r.status, r.backend.as_str()),
+            (200, pinned.backend.as_str()),
+            "{what}"
+        );
     }
     assert_eq!(lb.metric("limpet_config_generation").await, 1.0);
-    assert_eq!(lb.metric(r#"limpet_config_reloads_total{result="error"}"#).await, 3.0);
+    assert_eq!(
+        lb.metric(r#"limpet_config_reloads_total{result="error"}"#).await,
+        3.0
+    );
     let status = lb.admin_get("/status").await;
     assert!(status.contains("only takes effect on restart"), "{status}");
     assert!(lb.log_text().contains("reload rejected"));
     // A good reload afterwards clears the error and bumps the generation.
     assert!(lb.reload(&base).await);
     assert_eq!(lb.metric("limpet_config_generation").await, 2.0);
-    assert!(lb.admin_get("/status").await.contains("\"last_reload_error\": null"));
+    assert!(lb
+        .admin_get("/status")
+        .await
+        .contains("\"last_reload_error\": null"));
 }

@@ -17,12 +17,18 @@ async fn triad_new_pin_then_hit_then_forged_repins() {
     // No cookie → a new pin with a well-formed cookie.
     let first = get(&c, &lb.url("/"), &[], "LIMPET").await;
     assert_eq!(first.status, 200);
-    let header = first.set_cookie_header.clone().expect("a new session sets the cookie");
+    let header = first
+        .set_cookie_header
+        .clone()
+        .expect("a new session sets the cookie");
     for attr in ["Max-Age=900", "Path=/", "HttpOnly", "SameSite=Lax"] {
         assert!(header.contains(attr), "{header} lacks {attr}");
     }
     assert!(!header.contains("Secure"), "plain listener: {header}");
-    assert!(!header.contains("127.0.0.1"), "the cookie must not carry an address: {header}");
+    assert!(
+        !header.contains("127.0.0.1"),
+        "the cookie must not carry an address: {header}"
+    );
     assert_eq!(first.cache_control.as_deref(), Some("private"));
     let cookie = first.set_cookie.unwrap();
 
@@ -44,11 +50,26 @@ async fn triad_new_pin_then_hit_then_forged_repins() {
     assert!(r.set_cookie.is_some(), "a forged cookie is replaced");
     assert_ne!(r.set_cookie.as_deref(), Some(cookie.as_str()));
 
-    assert_eq!(lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="new",pool="web"}"#).await, 1.0);
-    assert_eq!(lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="hit",pool="web"}"#).await, 100.0);
-    assert_eq!(lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="invalid",pool="web"}"#).await, 1.0);
+    assert_eq!(
+        lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="new",pool="web"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="hit",pool="web"}"#)
+            .await,
+        100.0
+    );
+    assert_eq!(
+        lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="invalid",pool="web"}"#)
+            .await,
+        1.0
+    );
     let status = lb.admin_get("/status").await;
-    assert!(status.contains("\"generation\": 1") && status.contains("app-2"), "{status}");
+    assert!(
+        status.contains("\"generation\": 1") && status.contains("app-2"),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +78,12 @@ async fn new_sessions_follow_weights_and_round_robin() {
     let list: String = bs
         .iter()
         .zip([1, 2, 3])
-        .map(|(b, w)| format!("      - {{ id: {}, address: \"{}\", weight: {w} }}\n", b.id, b.addr))
+        .map(|(b, w)| {
+            format!(
+                "      - {{ id: {}, address: \"{}\", weight: {w} }}\n",
+                b.id, b.addr
+            )
+        })
         .collect();
     let (addr, admin) = (free_addr(), free_addr());
     let lb = Limpet::start_with(&config(addr, admin, &list, COOKIE, ""), addr, admin).await;
@@ -68,7 +94,11 @@ async fn new_sessions_follow_weights_and_round_robin() {
         assert!(r.set_cookie.is_some());
         *counts.entry(r.backend).or_default() += 1;
     }
-    assert_eq!((counts["w-1"], counts["w-2"], counts["w-3"]), (100, 200, 300), "{counts:?}");
+    assert_eq!(
+        (counts["w-1"], counts["w-2"], counts["w-3"]),
+        (100, 200, 300),
+        "{counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,14 +122,20 @@ async fn ttl_is_absolute_and_enforced_by_limpet() {
     let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
     assert_eq!(r.status, 200);
     assert!(r.set_cookie.is_some(), "an expired session gets a new cookie");
-    assert_eq!(lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="expired",pool="web"}"#).await, 1.0);
+    assert_eq!(
+        lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="expired",pool="web"}"#)
+            .await,
+        1.0
+    );
 }
 
 /// Decodes the key id out of a cookie value (layout: version, key-id length, key id, …).
 fn key_id(cookie: &str) -> String {
     use base64::Engine;
     let value = cookie.split_once('=').unwrap().1;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .unwrap();
     String::from_utf8(raw[2..2 + raw[1] as usize].to_vec()).unwrap()
 }
 
@@ -142,20 +178,33 @@ async fn cookie_attributes_follow_config_and_backend_cache_headers() {
     let lb = Limpet::start(&bs, "name: SRV, ttl: 10m, path: /app, domain: example.com, secure: true, http_only: false, same_site: strict", "").await;
     let r = get(&client(), &lb.url("/app/x"), &[], "SRV").await;
     let h = r.set_cookie_header.unwrap();
-    assert_eq!(h.split_once(';').unwrap().1.trim(), "Max-Age=600; Path=/app; Domain=example.com; Secure; SameSite=Strict");
+    assert_eq!(
+        h.split_once(';').unwrap().1.trim(),
+        "Max-Age=600; Path=/app; Domain=example.com; Secure; SameSite=Strict"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_route_is_404_from_limpet() {
     let bs = backends("r", 1).await;
     let (addr, admin) = (free_addr(), free_addr());
-    let yaml = config(addr, admin, &backend_list(&bs), COOKIE, "")
-        .replace("host: \"*\"", "host: \"*.example.com\"");
+    let yaml =
+        config(addr, admin, &backend_list(&bs), COOKIE, "").replace("host: \"*\"", "host: \"*.example.com\"");
     let lb = Limpet::start_with(&yaml, addr, admin).await;
     let c = client();
-    let r = c.get(lb.url("/")).header("host", "other.org").send().await.unwrap();
+    let r = c
+        .get(lb.url("/"))
+        .header("host", "other.org")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = c.get(lb.url("/")).header("host", "www.Example.com:8080").send().await.unwrap();
+    let r = c
+        .get(lb.url("/"))
+        .header("host", "www.Example.com:8080")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -172,6 +221,9 @@ async fn forwarded_headers_are_added() {
         .text()
         .await
         .unwrap();
-    assert!(body.contains("x-forwarded-for: 203.0.113.7, 127.0.0.1\n"), "{body}");
+    assert!(
+        body.contains("x-forwarded-for: 203.0.113.7, 127.0.0.1\n"),
+        "{body}"
+    );
     assert!(body.contains("x-forwarded-proto: http\n"), "{body}");
 }

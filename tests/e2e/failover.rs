@@ -28,7 +28,9 @@ async fn dead_backend_costs_no_request_and_only_its_users_move() {
             assert_eq!(r.status, 200, "round {round}, user {i}");
             assert_ne!(r.backend, "d-2");
             if *home == "d-2" {
-                let new = r.set_cookie.expect("a re-pinned user gets a cookie naming the new backend");
+                let new = r
+                    .set_cookie
+                    .expect("a re-pinned user gets a cookie naming the new backend");
                 moved.insert(i, r.backend.clone());
                 *cookie = new;
                 *home = r.backend;
@@ -39,9 +41,21 @@ async fn dead_backend_costs_no_request_and_only_its_users_move() {
         }
     }
     assert_eq!(moved.len(), 10);
-    assert_eq!(lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="repinned",pool="web"}"#).await, 10.0);
-    assert!(lb.metric(r#"limpet_backend_connect_errors_total{backend="d-2",pool="web"}"#).await >= 10.0);
-    assert_eq!(lb.metric(r#"limpet_backend_in_flight{backend="d-1",pool="web"}"#).await, 0.0);
+    assert_eq!(
+        lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="repinned",pool="web"}"#)
+            .await,
+        10.0
+    );
+    assert!(
+        lb.metric(r#"limpet_backend_connect_errors_total{backend="d-2",pool="web"}"#)
+            .await
+            >= 10.0
+    );
+    assert_eq!(
+        lb.metric(r#"limpet_backend_in_flight{backend="d-1",pool="web"}"#)
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,10 +72,20 @@ async fn disabled_backend_repins_and_draining_keeps_sessions() {
         pinned.insert(r.backend, r.set_cookie.unwrap());
     }
     let state = |s1: &str, s2: &str| {
-        base.replace(&format!("id: s-1, address: \"{}\" }}", bs[0].addr), &format!("id: s-1, address: \"{}\", state: {s1} }}", bs[0].addr))
-            .replace(&format!("id: s-2, address: \"{}\" }}", bs[1].addr), &format!("id: s-2, address: \"{}\", state: {s2} }}", bs[1].addr))
+        base.replace(
+            &format!("id: s-1, address: \"{}\" }}", bs[0].addr),
+            &format!("id: s-1, address: \"{}\", state: {s1} }}", bs[0].addr),
+        )
+        .replace(
+            &format!("id: s-2, address: \"{}\" }}", bs[1].addr),
+            &format!("id: s-2, address: \"{}\", state: {s2} }}", bs[1].addr),
+        )
     };
-    assert!(lb.reload(&state("draining", "disabled")).await, "{}", lb.log_text());
+    assert!(
+        lb.reload(&state("draining", "disabled")).await,
+        "{}",
+        lb.log_text()
+    );
     // Draining s-1 keeps its user, disabled s-2 loses it.
     let r = get(&c, &lb.url("/"), &[pinned["s-1"].as_bytes()], "LIMPET").await;
     assert_eq!((r.backend.as_str(), r.set_cookie.is_none()), ("s-1", true));
@@ -72,22 +96,43 @@ async fn disabled_backend_repins_and_draining_keeps_sessions() {
     for _ in 0..10 {
         assert_eq!(get(&c, &lb.url("/"), &[], "LIMPET").await.backend, "s-3");
     }
-    assert_eq!(lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="backend_down",pool="web"}"#).await, 1.0);
+    assert_eq!(
+        lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="backend_down",pool="web"}"#)
+            .await,
+        1.0
+    );
     let m = lb.admin_get("/metrics").await;
-    assert!(m.contains(r#"limpet_backend_state{backend="s-2",pool="web",state="disabled"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"limpet_backend_state{backend="s-2",pool="web",state="disabled"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_pool_answers_503_instead_of_moving_a_session() {
     let bs = backends("x", 2).await;
     let (addr, admin) = (free_addr(), free_addr());
-    let base = config(addr, admin, &backend_list(&bs), "name: LIMPET, ttl: 15m", "    on_backend_down: strict\n");
+    let base = config(
+        addr,
+        admin,
+        &backend_list(&bs),
+        "name: LIMPET, ttl: 15m",
+        "    on_backend_down: strict\n",
+    );
     let lb = Limpet::start_with(&base, addr, admin).await;
     let c = client();
     let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
     let disabled = base.replace(
-        &format!("id: {}, address: \"{}\" }}", r.backend, bs.iter().find(|b| b.id == r.backend).unwrap().addr),
-        &format!("id: {}, address: \"{}\", state: disabled }}", r.backend, bs.iter().find(|b| b.id == r.backend).unwrap().addr),
+        &format!(
+            "id: {}, address: \"{}\" }}",
+            r.backend,
+            bs.iter().find(|b| b.id == r.backend).unwrap().addr
+        ),
+        &format!(
+            "id: {}, address: \"{}\", state: disabled }}",
+            r.backend,
+            bs.iter().find(|b| b.id == r.backend).unwrap().addr
+        ),
     );
     assert!(lb.reload(&disabled).await);
     let again = get(&c, &lb.url("/"), &[r.set_cookie.unwrap().as_bytes()], "LIMPET").await;

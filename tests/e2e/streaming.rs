@@ -25,7 +25,11 @@ async fn hundred_megabyte_upload_and_download_stream_through() {
     assert!(resp.headers().get("set-cookie").is_some());
     assert_eq!(resp.text().await.unwrap().trim(), (100 * MB).to_string());
 
-    let mut resp = c.get(lb.url(&format!("/download?bytes={}", 100 * MB))).send().await.unwrap();
+    let mut resp = c
+        .get(lb.url(&format!("/download?bytes={}", 100 * MB)))
+        .send()
+        .await
+        .unwrap();
     let mut total = 0u64;
     while let Some(chunk) = resp.chunk().await.unwrap() {
         total += chunk.len() as u64;
@@ -34,7 +38,10 @@ async fn hundred_megabyte_upload_and_download_stream_through() {
     // 100 MB went each way; had limpet buffered a body its peak RSS would show it.
     let peak = peak_rss_kib(lb.pid());
     eprintln!("limpet peak RSS after 200 MB streamed: {peak} KiB");
-    assert!(peak < 60 * 1024, "limpet peak RSS {peak} KiB suggests a buffered body");
+    assert!(
+        peak < 60 * 1024,
+        "limpet peak RSS {peak} KiB suggests a buffered body"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,10 +61,18 @@ async fn websocket_upgrades_are_pinned_like_any_request() {
         assert!(resp.headers().get("set-cookie").is_none());
         ws.send(Message::text("hello")).await.unwrap();
         let echo = ws.next().await.unwrap().unwrap();
-        assert_eq!(echo.into_text().unwrap().as_str(), format!("{}:hello", pinned.backend));
+        assert_eq!(
+            echo.into_text().unwrap().as_str(),
+            format!("{}:hello", pinned.backend)
+        );
         ws.close(None).await.unwrap();
     }
     // A WebSocket without a session starts one.
-    let (_ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", lb.addr)).await.unwrap();
-    assert!(resp.headers()["set-cookie"].to_str().unwrap().starts_with("LIMPET="));
+    let (_ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", lb.addr))
+        .await
+        .unwrap();
+    assert!(resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("LIMPET="));
 }

@@ -22,7 +22,11 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let p = dir.join(name);
-    assert!(p.exists(), "{} not found: run `cargo build --workspace` first (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace` first (make test does)",
+        p.display()
+    );
     p
 }
 
@@ -33,7 +37,11 @@ pub fn free_addr() -> SocketAddr {
 
 fn scratch_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!("limpet-e2e-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let d = std::env::temp_dir().join(format!(
+        "limpet-e2e-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -42,7 +50,11 @@ fn scratch_dir() -> PathBuf {
 pub async fn backends(prefix: &str, count: usize) -> Vec<Backend> {
     let mut out = Vec::new();
     for i in 1..=count {
-        out.push(Backend::start(&format!("{prefix}-{i}"), "127.0.0.1:0".parse().unwrap()).await.unwrap());
+        out.push(
+            Backend::start(&format!("{prefix}-{i}"), "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        );
     }
     out
 }
@@ -65,7 +77,13 @@ pub struct Limpet {
 
 /// The standard test config: one pool `web` with a cookie method. `{listen}`, `{admin}`
 /// and `{backends}` are filled in; `extra_pool` lines go inside the pool.
-pub fn config(listen: SocketAddr, admin: SocketAddr, backends: &str, cookie: &str, extra_pool: &str) -> String {
+pub fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    backends: &str,
+    cookie: &str,
+    extra_pool: &str,
+) -> String {
     format!(
         r#"server:
   threads: 2
@@ -104,7 +122,12 @@ impl Limpet {
     /// Standard config around `backends`.
     pub async fn start(backends: &[Backend], cookie: &str, extra_pool: &str) -> Limpet {
         let (addr, admin) = (free_addr(), free_addr());
-        Self::start_with(&config(addr, admin, &backend_list(backends), cookie, extra_pool), addr, admin).await
+        Self::start_with(
+            &config(addr, admin, &backend_list(backends), cookie, extra_pool),
+            addr,
+            admin,
+        )
+        .await
     }
 
     async fn spawn(config: PathBuf, addr: SocketAddr, admin: SocketAddr, dir: &Path) -> Limpet {
@@ -120,7 +143,13 @@ impl Limpet {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let l = Limpet { child, addr, admin, config, log };
+        let l = Limpet {
+            child,
+            addr,
+            admin,
+            config,
+            log,
+        };
         l.wait_ready().await;
         l
     }
@@ -129,12 +158,20 @@ impl Limpet {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = reqwest::Client::new();
         loop {
-            let ok = client.get(format!("http://{}/healthz", self.admin)).send().await.is_ok()
+            let ok = client
+                .get(format!("http://{}/healthz", self.admin))
+                .send()
+                .await
+                .is_ok()
                 && tokio::net::TcpStream::connect(self.addr).await.is_ok();
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "limpet did not start; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "limpet did not start; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -170,13 +207,22 @@ impl Limpet {
             if self.metric("limpet_config_reloads_total{result=\"error\"}").await > errors_before {
                 return false;
             }
-            assert!(Instant::now() < deadline, "reload never finished; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "reload never finished; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub async fn admin_get(&self, path: &str) -> String {
-        reqwest::get(format!("http://{}{path}", self.admin)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("http://{}{path}", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Value of one exact series line (name with labels as printed), 0 when absent.
@@ -230,17 +276,29 @@ pub async fn get(client: &reqwest::Client, url: &str, cookies: &[&[u8]], cookie_
 pub async fn reply(resp: reqwest::Response, cookie_name: &str) -> Reply {
     let status = resp.status().as_u16();
     let h = resp.headers();
-    let backend = h.get("x-backend-id").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let backend = h
+        .get("x-backend-id")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     let prefix = format!("{cookie_name}=");
     let set_cookie_header = h
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
         .find(|v| v.starts_with(&prefix));
-    let set_cookie = set_cookie_header.as_ref().map(|v| v.split(';').next().unwrap().to_string());
+    let set_cookie = set_cookie_header
+        .as_ref()
+        .map(|v| v.split(';').next().unwrap().to_string());
     let cache_control = h.get("cache-control").map(|v| v.to_str().unwrap().to_string());
     let body = resp.text().await.unwrap_or_default();
-    Reply { status, backend, set_cookie, set_cookie_header, cache_control, body }
+    Reply {
+        status,
+        backend,
+        set_cookie,
+        set_cookie_header,
+        cache_control,
+        body,
+    }
 }
 
 /// A keep-alive client without redirects or proxies.
@@ -262,14 +320,20 @@ pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
     let mut got = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while got < 12 && Instant::now() < deadline {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf[got..])).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf[got..]))
+            .await
+            .unwrap()
+            .unwrap();
         if n == 0 {
             break;
         }
         got += n;
     }
     let text = String::from_utf8_lossy(&buf[..got]);
-    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Peak resident memory of a process in KiB (VmHWM).

@@ -46,7 +46,11 @@ fn unquote(s: &[u8]) -> &[u8] {
 /// The `Set-Cookie` value that pins a session: `Max-Age` is the session's TTL.
 pub fn set_cookie(cfg: &CookiePersistence, value: &str, max_age_secs: u64, tls: bool) -> String {
     let mut s = String::with_capacity(cfg.name.len() + value.len() + 80);
-    let _ = write!(s, "{}={}; Max-Age={}; Path={}", cfg.name, value, max_age_secs, cfg.path);
+    let _ = write!(
+        s,
+        "{}={}; Max-Age={}; Path={}",
+        cfg.name, value, max_age_secs, cfg.path
+    );
     attributes(&mut s, cfg, tls);
     s
 }
@@ -145,20 +149,32 @@ mod tests {
         let h: Vec<&[u8]> = vec![b"x=\xff\xfe; LIMPET=\xc3\x28"];
         assert_eq!(cookie_values(h, b"LIMPET").count(), 1);
         let many = "LIMPET=a;".repeat(100);
-        assert_eq!(cookie_values([many.as_bytes()], b"LIMPET").count(), MAX_CANDIDATES);
+        assert_eq!(
+            cookie_values([many.as_bytes()], b"LIMPET").count(),
+            MAX_CANDIDATES
+        );
     }
 
     #[test]
     fn set_cookie_attributes() {
         let mut c = cfg();
-        assert_eq!(set_cookie(&c, "VAL", 900, false), "LIMPET=VAL; Max-Age=900; Path=/; HttpOnly; SameSite=Lax");
+        assert_eq!(
+            set_cookie(&c, "VAL", 900, false),
+            "LIMPET=VAL; Max-Age=900; Path=/; HttpOnly; SameSite=Lax"
+        );
         assert!(set_cookie(&c, "VAL", 900, true).contains("; Secure"));
         c.domain = Some("example.com".into());
         c.secure = Secure::Never;
         c.http_only = false;
         c.same_site = SameSite::Strict;
-        assert_eq!(set_cookie(&c, "V", 5, true), "LIMPET=V; Max-Age=5; Path=/; Domain=example.com; SameSite=Strict");
-        assert_eq!(delete_cookie(&c, false), "LIMPET=; Max-Age=0; Path=/; Domain=example.com; SameSite=Strict");
+        assert_eq!(
+            set_cookie(&c, "V", 5, true),
+            "LIMPET=V; Max-Age=5; Path=/; Domain=example.com; SameSite=Strict"
+        );
+        assert_eq!(
+            delete_cookie(&c, false),
+            "LIMPET=; Max-Age=0; Path=/; Domain=example.com; SameSite=Strict"
+        );
     }
 
     #[test]
@@ -166,7 +182,13 @@ mod tests {
         assert_eq!(private_cache_control(None).as_deref(), Some("private"));
         assert_eq!(private_cache_control(Some(b"no-store")), None);
         assert_eq!(private_cache_control(Some(b"Private, max-age=5")), None);
-        assert_eq!(private_cache_control(Some(b"public, max-age=60")).as_deref(), Some("private, max-age=60"));
-        assert_eq!(private_cache_control(Some(b"max-age=60, s-maxage=600")).as_deref(), Some("private, max-age=60, s-maxage=600"));
+        assert_eq!(
+            private_cache_control(Some(b"public, max-age=60")).as_deref(),
+            Some("private, max-age=60")
+        );
+        assert_eq!(
+            private_cache_control(Some(b"max-age=60, s-maxage=600")).as_deref(),
+            Some("private, max-age=60, s-maxage=600")
+        );
     }
 }

@@ -6,6 +6,8 @@ mod codec;
 mod header;
 mod resolve;
 
-pub use codec::{decode, encode, KeyError, Keyring, Reject, SigningKey, Ticket, MAX_ENCODED_LEN, MIN_SECRET_LEN};
+pub use codec::{
+    decode, encode, KeyError, Keyring, Reject, SigningKey, Ticket, MAX_ENCODED_LEN, MIN_SECRET_LEN,
+};
 pub use header::{cookie_values, delete_cookie, private_cache_control, set_cookie, MAX_CANDIDATES};
 pub use resolve::{resolve_cookie, CookieLookup, Outcome};

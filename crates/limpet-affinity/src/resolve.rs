@@ -84,7 +84,9 @@ pub fn resolve_cookie<'v, B>(
                 None => Outcome::Invalid,
             },
             Err(Reject::Expired) => Outcome::Expired,
-            Err(Reject::Malformed | Reject::UnknownKey | Reject::BadSignature | Reject::FromTheFuture) => Outcome::Invalid,
+            Err(Reject::Malformed | Reject::UnknownKey | Reject::BadSignature | Reject::FromTheFuture) => {
+                Outcome::Invalid
+            }
         };
         if why.rank() > miss.rank() {
             miss = why;
@@ -118,7 +120,9 @@ mod tests {
         let up = encode(&k, "web", "up", 100, H);
         let down = encode(&k, "web", "down", 100, H);
         let gone = encode(&k, "web", "gone", 100, H);
-        let r = |vals: Vec<&str>, now| resolve_cookie(&k, "web", H, vals.into_iter().map(str::as_bytes), now, lookup);
+        let r = |vals: Vec<&str>, now| {
+            resolve_cookie(&k, "web", H, vals.into_iter().map(str::as_bytes), now, lookup)
+        };
         assert_eq!(r(vec![], 101), CookieLookup::Miss(Outcome::New));
         assert_eq!(r(vec![&up], 101), CookieLookup::Hit("up"));
         assert_eq!(r(vec![&up], 100 + 3600), CookieLookup::Miss(Outcome::Expired));
@@ -127,6 +131,9 @@ mod tests {
         assert_eq!(r(vec!["garbage"], 101), CookieLookup::Miss(Outcome::Invalid));
         // A stale copy next to a good one (e.g. two paths): the good one wins.
         assert_eq!(r(vec!["garbage", &down, &up], 101), CookieLookup::Hit("up"));
-        assert_eq!(r(vec!["garbage", &down], 101), CookieLookup::Miss(Outcome::BackendDown));
+        assert_eq!(
+            r(vec!["garbage", &down], 101),
+            CookieLookup::Miss(Outcome::BackendDown)
+        );
     }
 }

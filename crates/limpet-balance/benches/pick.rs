@@ -1,4 +1,5 @@
 //! Cost of picking a backend for a new session.
+#![allow(clippy::unwrap_used)]
 use criterion::{criterion_group, criterion_main, Criterion};
 use limpet_balance::{pick_least_requests, pick_weighted_random, RoundRobin};
 use std::hint::black_box;
@@ -7,7 +8,9 @@ fn bench(c: &mut Criterion) {
     for n in [4usize, 100] {
         let weights: Vec<u32> = (0..n as u32).map(|i| 1 + i % 3).collect();
         let rr = RoundRobin::new(&weights);
-        c.bench_function(&format!("round_robin_n{n}"), |b| b.iter(|| rr.pick(|i| black_box(i) != 1)));
+        c.bench_function(&format!("round_robin_n{n}"), |b| {
+            b.iter(|| rr.pick(|i| black_box(i) != 1))
+        });
         let mut r = 0x9e3779b97f4a7c15u64;
         c.bench_function(&format!("random_n{n}"), |b| {
             b.iter(|| {

@@ -27,7 +27,8 @@ pub fn pick_least_requests(
             }
             let (a, b) = (nth(a)?, nth(b)?);
             // Compare (in_flight + 1) / weight without division.
-            let score = |i: usize| u128::from(in_flight(i) + 1) * u128::from(weights[if i == a { b } else { a }]);
+            let score =
+                |i: usize| u128::from(in_flight(i) + 1) * u128::from(weights[if i == a { b } else { a }]);
             Some(if score(a) <= score(b) { a } else { b })
         }
     }

@@ -20,7 +20,10 @@ pub struct RoundRobin {
 impl RoundRobin {
     pub fn new(weights: &[u32]) -> Self {
         let g = weights.iter().copied().filter(|w| *w > 0).fold(0u32, gcd);
-        let reduced: Vec<u64> = weights.iter().map(|w| if g == 0 { 0 } else { u64::from(w / g) }).collect();
+        let reduced: Vec<u64> = weights
+            .iter()
+            .map(|w| u64::from(w.checked_div(g).unwrap_or(0)))
+            .collect();
         let total: u64 = reduced.iter().sum();
         let mut cumulative = Vec::with_capacity(weights.len());
         let mut acc = 0;
@@ -28,7 +31,11 @@ impl RoundRobin {
             acc += w;
             cumulative.push(acc);
         }
-        let seq = if total <= MAX_SEQUENCE { smooth(&reduced, total) } else { Vec::new() };
+        let seq = if total <= MAX_SEQUENCE {
+            smooth(&reduced, total)
+        } else {
+            Vec::new()
+        };
         Self {
             seq: seq.into_boxed_slice(),
             cumulative: cumulative.into_boxed_slice(),

@@ -65,7 +65,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "15", "m", "15x", "1.5s", "-3s", "15 m", "99999999999999999999999h"] {
+        for bad in [
+            "",
+            "15",
+            "m",
+            "15x",
+            "1.5s",
+            "-3s",
+            "15 m",
+            "99999999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
     }

@@ -52,16 +52,11 @@ impl Receiver {
     fn node_path(&mut self, mark: Marker) -> Option<String> {
         match self.stack.last_mut() {
             None => Some(String::new()),
-            Some(Frame::Map { path, key }) => match key.take() {
-                Some(k) => Some(join(path, &k)),
-                None => None,
-            },
+            Some(Frame::Map { path, key }) => key.take().map(|k| join(path, &k)),
             Some(Frame::Seq { path, index }) => {
                 let p = format!("{path}[{index}]");
                 *index += 1;
-                self.map
-                    .entry(p.clone())
-                    .or_insert((mark.line(), mark.col() + 1));
+                self.map.entry(p.clone()).or_insert((mark.line(), mark.col() + 1));
                 Some(p)
             }
         }
@@ -79,14 +74,12 @@ fn join(parent: &str, key: &str) -> String {
 impl MarkedEventReceiver for Receiver {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(value, ..) => {
-                if self.node_path(mark).is_none() {
-                    // A mapping key: remember where it is written.
-                    if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
-                        let p = join(path, &value);
-                        self.map.insert(p, (mark.line(), mark.col() + 1));
-                        *key = Some(value);
-                    }
+            // A scalar with no path of its own is a mapping key: remember where it is written.
+            Event::Scalar(value, ..) if self.node_path(mark).is_none() => {
+                if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
+                    let p = join(path, &value);
+                    self.map.insert(p, (mark.line(), mark.col() + 1));
+                    *key = Some(value);
                 }
             }
             Event::MappingStart(..) => {

@@ -52,7 +52,10 @@ fn good_file_parses_to_typed_config() {
     assert_eq!(ck.max_ttl, Duration::from_secs(4 * 3600));
     assert_eq!(ck.same_site, SameSite::Lax);
     assert!(ck.http_only);
-    assert_eq!(c.cookie_keys[0].source, SecretSource::Env("LIMPET_COOKIE_KEY".into()));
+    assert_eq!(
+        c.cookie_keys[0].source,
+        SecretSource::Env("LIMPET_COOKIE_KEY".into())
+    );
     assert_eq!(c.routes[0].host, HostMatch::Any);
 }
 
@@ -73,9 +76,15 @@ fn every_error_is_reported_with_path_location_and_hint() {
     assert!(has(&errs, "pools.web.backends[1].id", "used twice"), "{msg}");
     assert!(has(&errs, "pools.web.backends[0].address", "IP:PORT"), "{msg}");
     assert!(has(&errs, "routes[0].pool", "did you mean `web`"), "{msg}");
-    assert!(has(&errs, "pools.web.persistence[0].cookie.ttl", "above max_ttl"), "{msg}");
+    assert!(
+        has(&errs, "pools.web.persistence[0].cookie.ttl", "above max_ttl"),
+        "{msg}"
+    );
     assert!(errs.iter().all(|e| e.location.is_some()), "{msg}");
-    let ttl = errs.iter().find(|e| e.path == "server.client_idle_timeout").unwrap();
+    let ttl = errs
+        .iter()
+        .find(|e| e.path == "server.client_idle_timeout")
+        .unwrap();
     assert_eq!(ttl.location, Some((4, 3)), "{msg}");
 }
 
@@ -95,7 +104,10 @@ fn type_errors_do_not_hide_other_errors() {
         .replace("weight: 2", "weight: heavy");
     let errs = errors(&text);
     assert!(has(&errs, "server.threads", "whole number"), "{errs:?}");
-    assert!(has(&errs, "pools.web.backends[0].weight", "whole number"), "{errs:?}");
+    assert!(
+        has(&errs, "pools.web.backends[0].weight", "whole number"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -118,7 +130,10 @@ fn unknown_top_level_key_and_not_yet_supported() {
 
 #[test]
 fn cookie_persistence_needs_a_key() {
-    let text = GOOD.replace("cookie_keys:\n  - id: k1\n    secret_env: LIMPET_COOKIE_KEY\n", "");
+    let text = GOOD.replace(
+        "cookie_keys:\n  - id: k1\n    secret_env: LIMPET_COOKIE_KEY\n",
+        "",
+    );
     assert!(has(&errors(&text), "cookie_keys", "no signing key"));
 }
 

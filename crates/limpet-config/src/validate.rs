@@ -28,13 +28,16 @@ pub(crate) fn validate(file: s::File, errs: &mut Errors) -> Option<Config> {
     if !cookie_keys.is_empty() || pools.values().all(|p| p.persistence.is_empty()) {
         // keys present, or nothing needs them
     } else {
-        errs.at("cookie_keys", "cookie persistence is configured but no signing key is listed")
-            .hint = Some("add cookie_keys: [{ id: k1, secret_env: LIMPET_COOKIE_KEY }]".into());
+        errs.at(
+            "cookie_keys",
+            "cookie persistence is configured but no signing key is listed",
+        )
+        .hint = Some("add cookie_keys: [{ id: k1, secret_env: LIMPET_COOKIE_KEY }]".into());
     }
     if let (Some(listeners), Some(admin)) = (&listeners, &admin) {
         if listeners.iter().any(|l| l.address == admin.address) {
-            errs.at("admin.address", "is also used by a listener")
-                .hint = Some("give the admin endpoint its own port".into());
+            errs.at("admin.address", "is also used by a listener").hint =
+                Some("give the admin endpoint its own port".into());
         }
     }
 
@@ -114,7 +117,13 @@ fn duration(path: &str, field: Option<Lenient<String>>, default: Duration, errs:
 }
 
 /// Matches user text against an enum's spellings; lists them all when nothing matches.
-fn choice<T: Copy>(path: &str, field: Option<Lenient<String>>, options: &[(&str, T)], default: T, errs: &mut Errors) -> T {
+fn choice<T: Copy>(
+    path: &str,
+    field: Option<Lenient<String>>,
+    options: &[(&str, T)],
+    default: T,
+    errs: &mut Errors,
+) -> T {
     let Some(text) = take(path, field, errs) else {
         return default;
     };
@@ -146,8 +155,8 @@ fn id(path: &str, text: Option<String>, what: &str, errs: &mut Errors) -> Option
         return None;
     };
     if !valid_id(&text) {
-        errs.at(path, format!("`{text}` is not a valid id"))
-            .hint = Some(format!("use 1 to {MAX_ID_LEN} letters, digits, `.`, `_` or `-`"));
+        errs.at(path, format!("`{text}` is not a valid id")).hint =
+            Some(format!("use 1 to {MAX_ID_LEN} letters, digits, `.`, `_` or `-`"));
         return None;
     }
     Some(text)
@@ -156,10 +165,15 @@ fn id(path: &str, text: Option<String>, what: &str, errs: &mut Errors) -> Option
 pub(crate) fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn list<T>(path: &str, field: Option<Lenient<Vec<Lenient<T>>>>, errs: &mut Errors) -> Option<Vec<(String, T)>> {
+fn list<T>(
+    path: &str,
+    field: Option<Lenient<Vec<Lenient<T>>>>,
+    errs: &mut Errors,
+) -> Option<Vec<(String, T)>> {
     let items = take(path, field, errs)?;
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -206,18 +220,36 @@ fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Option<Server
         match parsed {
             Ok(net) => proxies.push(net.trunc()),
             Err(_) => {
-                errs.at(&p, format!("`{text}` is not a CIDR"))
-                    .hint = Some("write e.g. 10.0.0.0/8 or 192.0.2.7".into());
+                errs.at(&p, format!("`{text}` is not a CIDR")).hint =
+                    Some("write e.g. 10.0.0.0/8 or 192.0.2.7".into());
             }
         }
     }
-    let client_idle_timeout = duration("server.client_idle_timeout", client_idle_timeout, Duration::from_secs(30), errs);
+    let client_idle_timeout = duration(
+        "server.client_idle_timeout",
+        client_idle_timeout,
+        Duration::from_secs(30),
+        errs,
+    );
     if client_idle_timeout < Duration::from_secs(1) {
         errs.at("server.client_idle_timeout", "must be at least 1s").hint = Some("write e.g. 30s".into());
     }
-    let upstream_connect_timeout = duration("server.upstream_connect_timeout", upstream_connect_timeout, Duration::from_secs(2), errs);
-    let upstream_read_timeout = duration("server.upstream_read_timeout", upstream_read_timeout, Duration::from_secs(60), errs);
-    for (p, d) in [("server.upstream_connect_timeout", upstream_connect_timeout), ("server.upstream_read_timeout", upstream_read_timeout)] {
+    let upstream_connect_timeout = duration(
+        "server.upstream_connect_timeout",
+        upstream_connect_timeout,
+        Duration::from_secs(2),
+        errs,
+    );
+    let upstream_read_timeout = duration(
+        "server.upstream_read_timeout",
+        upstream_read_timeout,
+        Duration::from_secs(60),
+        errs,
+    );
+    for (p, d) in [
+        ("server.upstream_connect_timeout", upstream_connect_timeout),
+        ("server.upstream_read_timeout", upstream_read_timeout),
+    ] {
         if d.is_zero() {
             errs.at(p, "must be above zero").hint = Some("write e.g. 2s".into());
         }
@@ -229,25 +261,44 @@ fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Option<Server
         upstream_read_timeout,
         grace_period: duration("server.grace_period", grace_period, Duration::from_secs(10), errs),
         trusted_proxies: proxies,
-        log_format: choice("server.log_format", log_format, &[("text", LogFormat::Text), ("json", LogFormat::Json)], LogFormat::Text, errs),
+        log_format: choice(
+            "server.log_format",
+            log_format,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            LogFormat::Text,
+            errs,
+        ),
         debug_headers: take("server.debug_headers", debug_headers, errs).unwrap_or(false),
     })
 }
 
 fn listeners(field: Option<Lenient<Vec<Lenient<s::Listener>>>>, errs: &mut Errors) -> Option<Vec<Listener>> {
     let Some(items) = list("listeners", field, errs) else {
-        return Some(vec![Listener { address: SocketAddr::from(([0, 0, 0, 0], 8080)) }]);
+        return Some(vec![Listener {
+            address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }]);
     };
     if items.is_empty() {
         errs.at("listeners", "is empty").hint = Some("add - address: 0.0.0.0:8080".into());
     }
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    for (p, s::Listener { address, tls, unknown }) in items {
+    for (
+        p,
+        s::Listener {
+            address,
+            tls,
+            unknown,
+        },
+    ) in items
+    {
         unknown_keys(&p, &unknown, s::LISTENER_KEYS, errs);
         if tls.is_some() {
-            errs.at(&join(&p, "tls"), "TLS listeners are not supported yet by this version of limpet")
-                .hint = Some("terminate TLS in front of limpet for now".into());
+            errs.at(
+                &join(&p, "tls"),
+                "TLS listeners are not supported yet by this version of limpet",
+            )
+            .hint = Some("terminate TLS in front of limpet for now".into());
         }
         let ap = join(&p, "address");
         let Some(text) = take(&ap, address, errs) else {
@@ -280,9 +331,24 @@ fn admin(field: Option<Lenient<s::Admin>>, errs: &mut Errors) -> Option<Admin> {
 fn cookie_keys(field: Option<Lenient<Vec<Lenient<s::CookieKey>>>>, errs: &mut Errors) -> Vec<CookieKey> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    for (p, s::CookieKey { id: key_id, secret_env, secret_file, secret, unknown }) in list("cookie_keys", field, errs).unwrap_or_default() {
+    for (
+        p,
+        s::CookieKey {
+            id: key_id,
+            secret_env,
+            secret_file,
+            secret,
+            unknown,
+        },
+    ) in list("cookie_keys", field, errs).unwrap_or_default()
+    {
         unknown_keys(&p, &unknown, s::COOKIE_KEY_KEYS, errs);
-        let key_id = id(&join(&p, "id"), take(&join(&p, "id"), key_id, errs), "a key", errs);
+        let key_id = id(
+            &join(&p, "id"),
+            take(&join(&p, "id"), key_id, errs),
+            "a key",
+            errs,
+        );
         let sources = [
             take(&join(&p, "secret_env"), secret_env, errs).map(SecretSource::Env),
             take(&join(&p, "secret_file"), secret_file, errs).map(|f| SecretSource::File(PathBuf::from(f))),
@@ -300,21 +366,40 @@ fn cookie_keys(field: Option<Lenient<Vec<Lenient<s::CookieKey>>>>, errs: &mut Er
             continue;
         }
         if let Some(source) = given.pop() {
-            out.push(CookieKey { id: KeyId::new(&key_id), source });
+            out.push(CookieKey {
+                id: KeyId::new(&key_id),
+                source,
+            });
         }
     }
     out
 }
 
-fn routes(field: Option<Lenient<Vec<Lenient<s::Route>>>>, pools: &BTreeMap<PoolId, Pool>, errs: &mut Errors) -> Vec<Route> {
+fn routes(
+    field: Option<Lenient<Vec<Lenient<s::Route>>>>,
+    pools: &BTreeMap<PoolId, Pool>,
+    errs: &mut Errors,
+) -> Vec<Route> {
     let Some(items) = list("routes", field, errs) else {
-        errs.at("routes", "is required: without routes every request would get 404")
-            .hint = Some("add routes: [{ host: \"*\", path_prefix: /, pool: NAME }]".into());
+        errs.at(
+            "routes",
+            "is required: without routes every request would get 404",
+        )
+        .hint = Some("add routes: [{ host: \"*\", path_prefix: /, pool: NAME }]".into());
         return Vec::new();
     };
     let names: Vec<&str> = pools.keys().map(|p| p.as_str()).collect();
     let mut out = Vec::new();
-    for (p, s::Route { host, path_prefix, pool, unknown }) in items {
+    for (
+        p,
+        s::Route {
+            host,
+            path_prefix,
+            pool,
+            unknown,
+        },
+    ) in items
+    {
         unknown_keys(&p, &unknown, s::ROUTE_KEYS, errs);
         let hp = join(&p, "host");
         let host = match take(&hp, host, errs).as_deref() {
@@ -325,9 +410,13 @@ fn routes(field: Option<Lenient<Vec<Lenient<s::Route>>>>, pools: &BTreeMap<PoolI
                     Some(rest) => (true, rest.to_string()),
                     None => (false, h.clone()),
                 };
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')) {
-                    errs.at(&hp, format!("`{h}` is not a host name"))
-                        .hint = Some("write an exact host, \"*.example.com\" or \"*\"".into());
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+                {
+                    errs.at(&hp, format!("`{h}` is not a host name")).hint =
+                        Some("write an exact host, \"*.example.com\" or \"*\"".into());
                     None
                 } else if suffix {
                     Some(HostMatch::Suffix(format!(".{name}")))
@@ -339,7 +428,8 @@ fn routes(field: Option<Lenient<Vec<Lenient<s::Route>>>>, pools: &BTreeMap<PoolI
         let pp = join(&p, "path_prefix");
         let path_prefix = take(&pp, path_prefix, errs).unwrap_or_else(|| "/".into());
         if !path_prefix.starts_with('/') {
-            errs.at(&pp, format!("`{path_prefix}` does not start with /")).hint = Some(format!("write /{path_prefix}"));
+            errs.at(&pp, format!("`{path_prefix}` does not start with /"))
+                .hint = Some(format!("write /{path_prefix}"));
         }
         let pl = join(&p, "pool");
         let pool = match take(&pl, pool, errs) {
@@ -358,7 +448,11 @@ fn routes(field: Option<Lenient<Vec<Lenient<s::Route>>>>, pools: &BTreeMap<PoolI
             }
         };
         if let (Some(host), Some(pool)) = (host, pool) {
-            out.push(Route { host, path_prefix, pool });
+            out.push(Route {
+                host,
+                path_prefix,
+                pool,
+            });
         }
     }
     out
@@ -379,7 +473,9 @@ fn pools(field: Option<Lenient<Mapping>>, errs: &mut Errors) -> BTreeMap<PoolId,
             continue;
         };
         let p = join("pools", &name);
-        let Some(name) = id(&p, Some(name.clone()), "a pool", errs) else { continue };
+        let Some(name) = id(&p, Some(name.clone()), "a pool", errs) else {
+            continue;
+        };
         let parsed: Lenient<s::Pool> = match serde_yaml::from_value(value) {
             Ok(v) => v,
             Err(e) => Lenient::Err(e.to_string()),
@@ -406,7 +502,13 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
         unknown,
     } = surface;
     unknown_keys(p, &unknown, s::POOL_KEYS, errs);
-    for (key, v) in [("hash", &hash), ("slow_start", &slow_start), ("rebalance", &rebalance), ("health_check", &health_check), ("passive_health", &passive_health)] {
+    for (key, v) in [
+        ("hash", &hash),
+        ("slow_start", &slow_start),
+        ("rebalance", &rebalance),
+        ("health_check", &health_check),
+        ("passive_health", &passive_health),
+    ] {
         if v.is_some() {
             not_yet(&join(p, key), errs);
         }
@@ -429,7 +531,16 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
             Balance::RoundRobin
         }
     };
-    let on_backend_down = choice(&join(p, "on_backend_down"), on_backend_down, &[("redispatch", OnBackendDown::Redispatch), ("strict", OnBackendDown::Strict)], OnBackendDown::Redispatch, errs);
+    let on_backend_down = choice(
+        &join(p, "on_backend_down"),
+        on_backend_down,
+        &[
+            ("redispatch", OnBackendDown::Redispatch),
+            ("strict", OnBackendDown::Strict),
+        ],
+        OnBackendDown::Redispatch,
+        errs,
+    );
     let rp = join(p, "retries");
     let retries = match take(&rp, retries, errs) {
         None => 2,
@@ -441,12 +552,31 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
     };
     let mut methods = Vec::new();
     let mut cookie_names = HashSet::new();
-    for (mp, s::Persistence { cookie, source_ip, header, hash, unknown }) in list(&join(p, "persistence"), persistence, errs).unwrap_or_default() {
+    for (
+        mp,
+        s::Persistence {
+            cookie,
+            source_ip,
+            header,
+            hash,
+            unknown,
+        },
+    ) in list(&join(p, "persistence"), persistence, errs).unwrap_or_default()
+    {
         unknown_keys(&mp, &unknown, s::PERSISTENCE_KEYS, errs);
-        let given = [cookie.is_some(), source_ip.is_some(), header.is_some(), hash.is_some()].iter().filter(|b| **b).count();
+        let given = [
+            cookie.is_some(),
+            source_ip.is_some(),
+            header.is_some(),
+            hash.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if given != 1 {
             errs.at(&mp, "each persistence entry names exactly one method")
-                .hint = Some("write - cookie: {...} (or source_ip, header, hash) as separate list items".into());
+                .hint =
+                Some("write - cookie: {...} (or source_ip, header, hash) as separate list items".into());
             continue;
         }
         for (key, v) in [("source_ip", &source_ip), ("header", &header), ("hash", &hash)] {
@@ -457,7 +587,10 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
         let cp = join(&mp, "cookie");
         if let Some(c) = take(&cp, cookie, errs).and_then(|c| cookie_method(&cp, c, errs)) {
             if !cookie_names.insert(c.name.clone()) {
-                errs.at(&join(&cp, "name"), format!("cookie `{}` is used twice in this pool", c.name));
+                errs.at(
+                    &join(&cp, "name"),
+                    format!("cookie `{}` is used twice in this pool", c.name),
+                );
             }
             methods.push(Persistence::Cookie(c));
         }
@@ -471,16 +604,19 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
                 .hint = Some("add backends: [{ id: web-1, address: 127.0.0.1:8081 }]".into());
         }
         Some(items) if items.is_empty() => {
-            errs.at(&bkp, "is empty: a pool needs at least one backend")
-                .hint = Some("add backends: [{ id: web-1, address: 127.0.0.1:8081 }]".into());
+            errs.at(&bkp, "is empty: a pool needs at least one backend").hint =
+                Some("add backends: [{ id: web-1, address: 127.0.0.1:8081 }]".into());
         }
         Some(items) => {
             for (bp, b) in items {
                 let (bid, b) = backend(&bp, b, errs);
                 if let Some(bid) = bid {
                     if !ids.insert(bid.clone()) {
-                        errs.at(&join(&bp, "id"), format!("backend id `{bid}` is used twice in pool `{name}`"))
-                            .hint = Some("backend ids must be unique within their pool".into());
+                        errs.at(
+                            &join(&bp, "id"),
+                            format!("backend id `{bid}` is used twice in pool `{name}`"),
+                        )
+                        .hint = Some("backend ids must be unique within their pool".into());
                         continue;
                     }
                 }
@@ -499,17 +635,31 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
 }
 
 fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersistence> {
-    let s::Cookie { name, ttl, max_ttl, follow, path, domain, secure, http_only, same_site, unknown } = c;
+    let s::Cookie {
+        name,
+        ttl,
+        max_ttl,
+        follow,
+        path,
+        domain,
+        secure,
+        http_only,
+        same_site,
+        unknown,
+    } = c;
     unknown_keys(p, &unknown, s::COOKIE_KEYS, errs);
     if follow.is_some() {
-        errs.at(&join(p, "follow"), "application-controlled cookies are not supported yet by this version of limpet")
-            .hint = Some("remove follow: to use a duration-based cookie".into());
+        errs.at(
+            &join(p, "follow"),
+            "application-controlled cookies are not supported yet by this version of limpet",
+        )
+        .hint = Some("remove follow: to use a duration-based cookie".into());
     }
     let np = join(p, "name");
     let name = take(&np, name, errs).unwrap_or_else(|| "LIMPET".into());
     if name.is_empty() || !name.bytes().all(is_token_byte) {
-        errs.at(&np, format!("`{name}` is not a valid cookie name"))
-            .hint = Some("use letters, digits and !#$%&'*+-.^_`|~".into());
+        errs.at(&np, format!("`{name}` is not a valid cookie name")).hint =
+            Some("use letters, digits and !#$%&'*+-.^_`|~".into());
     }
     let ttl_p = join(p, "ttl");
     let ttl = duration(&ttl_p, ttl, Duration::from_secs(15 * 60), errs);
@@ -518,19 +668,28 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
         errs.at(&ttl_p, "must be at least 1s").hint = Some("write e.g. 15m".into());
     }
     if ttl > max_ttl {
-        errs.at(&ttl_p, format!("{} is above max_ttl {}", human(ttl), human(max_ttl)))
-            .hint = Some("lower ttl or raise max_ttl".into());
+        errs.at(
+            &ttl_p,
+            format!("{} is above max_ttl {}", human(ttl), human(max_ttl)),
+        )
+        .hint = Some("lower ttl or raise max_ttl".into());
     }
     let pp = join(p, "path");
     let path = take(&pp, path, errs).unwrap_or_else(|| "/".into());
     if !path.starts_with('/') || !path.bytes().all(is_attr_byte) {
-        errs.at(&pp, format!("`{path}` is not a cookie path")).hint = Some("write a path starting with /, e.g. /".into());
+        errs.at(&pp, format!("`{path}` is not a cookie path")).hint =
+            Some("write a path starting with /, e.g. /".into());
     }
     let dp = join(p, "domain");
     let domain = take(&dp, domain, errs);
     if let Some(d) = &domain {
-        if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')) {
-            errs.at(&dp, format!("`{d}` is not a domain")).hint = Some("write e.g. example.com, or null".into());
+        if d.is_empty()
+            || !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        {
+            errs.at(&dp, format!("`{d}` is not a domain")).hint =
+                Some("write e.g. example.com, or null".into());
         }
     }
     let sp = join(p, "secure");
@@ -540,11 +699,22 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
         Some(Value::Bool(false)) => Secure::Never,
         Some(Value::String(s)) if s == "auto" => Secure::Auto,
         Some(_) => {
-            errs.at(&sp, "must be auto, true or false").hint = Some("auto sets Secure on TLS listeners".into());
+            errs.at(&sp, "must be auto, true or false").hint =
+                Some("auto sets Secure on TLS listeners".into());
             Secure::Auto
         }
     };
-    let same_site = choice(&join(p, "same_site"), same_site, &[("strict", SameSite::Strict), ("lax", SameSite::Lax), ("none", SameSite::None)], SameSite::Lax, errs);
+    let same_site = choice(
+        &join(p, "same_site"),
+        same_site,
+        &[
+            ("strict", SameSite::Strict),
+            ("lax", SameSite::Lax),
+            ("none", SameSite::None),
+        ],
+        SameSite::Lax,
+        errs,
+    );
     Some(CookiePersistence {
         name,
         ttl,
@@ -560,7 +730,13 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
 /// Returns the id on its own too, so that duplicates are found even when another
 /// field of the backend is wrong.
 fn backend(p: &str, b: s::Backend, errs: &mut Errors) -> (Option<String>, Option<Backend>) {
-    let s::Backend { id: bid, address, weight, state, unknown } = b;
+    let s::Backend {
+        id: bid,
+        address,
+        weight,
+        state,
+        unknown,
+    } = b;
     unknown_keys(p, &unknown, s::BACKEND_KEYS, errs);
     let ip = join(p, "id");
     let bid = id(&ip, take(&ip, bid, errs), "a backend", errs);
@@ -581,9 +757,24 @@ fn backend(p: &str, b: s::Backend, errs: &mut Errors) -> (Option<String>, Option
             1
         }
     };
-    let state = choice(&join(p, "state"), state, &[("active", BackendState::Active), ("draining", BackendState::Draining), ("disabled", BackendState::Disabled)], BackendState::Active, errs);
+    let state = choice(
+        &join(p, "state"),
+        state,
+        &[
+            ("active", BackendState::Active),
+            ("draining", BackendState::Draining),
+            ("disabled", BackendState::Disabled),
+        ],
+        BackendState::Active,
+        errs,
+    );
     let built = match (&bid, address) {
-        (Some(bid), Some(address)) => Some(Backend { id: BackendId::new(bid), address, weight, state }),
+        (Some(bid), Some(address)) => Some(Backend {
+            id: BackendId::new(bid),
+            address,
+            weight,
+            state,
+        }),
         _ => None,
     };
     (bid, built)

@@ -47,7 +47,9 @@ impl Backend {
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let id = owned.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| handle(req, id.clone()));
@@ -60,7 +62,11 @@ impl Backend {
                 while conns.try_join_next().is_some() {}
             }
         });
-        Ok(Backend { id: id.to_string(), addr, task })
+        Ok(Backend {
+            id: id.to_string(),
+            addr,
+            task,
+        })
     }
 
     pub fn stop(self) {}
@@ -74,7 +80,9 @@ impl Drop for Backend {
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 fn query_u64(req: &Request<Incoming>, key: &str) -> Option<u64> {
@@ -87,7 +95,14 @@ fn query_u64(req: &Request<Incoming>, key: &str) -> Option<u64> {
 async fn handle(req: Request<Incoming>, id: String) -> Result<Response<Body>, Infallible> {
     let ok = |body: Body| {
         let mut r = Response::new(body);
-        r.headers_mut().insert("x-backend-id", id.parse().unwrap_or_else(|_| "invalid".parse().unwrap_or(hyper::header::HeaderValue::from_static("?"))));
+        r.headers_mut().insert(
+            "x-backend-id",
+            id.parse().unwrap_or_else(|_| {
+                "invalid"
+                    .parse()
+                    .unwrap_or(hyper::header::HeaderValue::from_static("?"))
+            }),
+        );
         r
     };
     if is_websocket(&req) {
@@ -123,7 +138,10 @@ async fn handle(req: Request<Incoming>, id: String) -> Result<Response<Body>, In
                         return None;
                     }
                     let take = left.min(chunk.len() as u64);
-                    Some((Ok::<_, hyper::Error>(Frame::data(chunk.slice(..take as usize))), left - take))
+                    Some((
+                        Ok::<_, hyper::Error>(Frame::data(chunk.slice(..take as usize))),
+                        left - take,
+                    ))
                 }
             });
             let mut r = ok(BodyExt::boxed(StreamBody::new(stream)));
@@ -161,14 +179,20 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
 }
 
 fn websocket(req: Request<Incoming>, id: String) -> Response<Body> {
-    let Some(key) = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())) else {
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
         let mut r = Response::new(full("missing sec-websocket-key\n"));
         *r.status_mut() = StatusCode::BAD_REQUEST;
         return r;
     };
     let reply_id = id.clone();
     tokio::spawn(async move {
-        let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
         let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             let reply = match msg {

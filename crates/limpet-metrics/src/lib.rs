@@ -3,8 +3,8 @@
 //! snapshot is built, so the request path touches only atomics.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// HTTP status classes used as the `code` label.
@@ -98,26 +98,122 @@ impl Metrics {
         let r = Registry::new();
         let pb = &["pool", "backend"];
         Ok(Self {
-            requests: reg(&r, IntCounterVec::new(Opts::new("limpet_backend_requests_total", "Requests answered through a backend, by status class."), &["pool", "backend", "code"])?)?,
-            response_seconds: reg(&r, HistogramVec::new(HistogramOpts::new("limpet_backend_response_seconds", "Time from choosing a backend to the end of its response.").buckets(RESPONSE_BUCKETS.to_vec()), pb)?)?,
-            in_flight: reg(&r, IntGaugeVec::new(Opts::new("limpet_backend_in_flight", "Requests currently being proxied to a backend."), pb)?)?,
-            connect_errors: reg(&r, IntCounterVec::new(Opts::new("limpet_backend_connect_errors_total", "Failed connection attempts to a backend."), pb)?)?,
-            state: reg(&r, IntGaugeVec::new(Opts::new("limpet_backend_state", "Configured backend state: 1 for the current state."), &["pool", "backend", "state"])?)?,
-            weight: reg(&r, IntGaugeVec::new(Opts::new("limpet_backend_weight", "Effective backend weight for new sessions."), pb)?)?,
-            decisions: reg(&r, IntCounterVec::new(Opts::new("limpet_persistence_decisions_total", "Session persistence decisions, by method and outcome."), &["pool", "method", "outcome"])?)?,
-            config_generation: reg(&r, IntGauge::new("limpet_config_generation", "Generation of the configuration in use; rises on every successful reload.")?)?,
-            config_reloads: reg(&r, IntCounterVec::new(Opts::new("limpet_config_reloads_total", "Configuration reload attempts, by result."), &["result"])?)?,
-            last_reload_success: reg(&r, Gauge::new("limpet_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")?)?,
+            requests: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_backend_requests_total",
+                        "Requests answered through a backend, by status class.",
+                    ),
+                    &["pool", "backend", "code"],
+                )?,
+            )?,
+            response_seconds: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "limpet_backend_response_seconds",
+                        "Time from choosing a backend to the end of its response.",
+                    )
+                    .buckets(RESPONSE_BUCKETS.to_vec()),
+                    pb,
+                )?,
+            )?,
+            in_flight: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "limpet_backend_in_flight",
+                        "Requests currently being proxied to a backend.",
+                    ),
+                    pb,
+                )?,
+            )?,
+            connect_errors: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_backend_connect_errors_total",
+                        "Failed connection attempts to a backend.",
+                    ),
+                    pb,
+                )?,
+            )?,
+            state: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "limpet_backend_state",
+                        "Configured backend state: 1 for the current state.",
+                    ),
+                    &["pool", "backend", "state"],
+                )?,
+            )?,
+            weight: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "limpet_backend_weight",
+                        "Effective backend weight for new sessions.",
+                    ),
+                    pb,
+                )?,
+            )?,
+            decisions: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_persistence_decisions_total",
+                        "Session persistence decisions, by method and outcome.",
+                    ),
+                    &["pool", "method", "outcome"],
+                )?,
+            )?,
+            config_generation: reg(
+                &r,
+                IntGauge::new(
+                    "limpet_config_generation",
+                    "Generation of the configuration in use; rises on every successful reload.",
+                )?,
+            )?,
+            config_reloads: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_config_reloads_total",
+                        "Configuration reload attempts, by result.",
+                    ),
+                    &["result"],
+                )?,
+            )?,
+            last_reload_success: reg(
+                &r,
+                Gauge::new(
+                    "limpet_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last successful configuration load.",
+                )?,
+            )?,
             registry: r,
         })
     }
 
     /// Handles for one backend; also publishes its state and weight.
-    pub fn backend(&self, pool: &str, backend: &str, state: &str, states: &[&str], weight: u32) -> BackendMetrics {
+    pub fn backend(
+        &self,
+        pool: &str,
+        backend: &str,
+        state: &str,
+        states: &[&str],
+        weight: u32,
+    ) -> BackendMetrics {
         for s in states {
-            self.state.with_label_values(&[pool, backend, s]).set(i64::from(*s == state));
+            self.state
+                .with_label_values(&[pool, backend, s])
+                .set(i64::from(*s == state));
         }
-        self.weight.with_label_values(&[pool, backend]).set(i64::from(weight));
+        self.weight
+            .with_label_values(&[pool, backend])
+            .set(i64::from(weight));
         BackendMetrics {
             requests: CODE_CLASSES.map(|c| self.requests.with_label_values(&[pool, backend, c])),
             response_seconds: self.response_seconds.with_label_values(&[pool, backend]),
@@ -145,7 +241,12 @@ impl Metrics {
         DecisionMetrics {
             counters: methods
                 .iter()
-                .map(|m| outcomes.iter().map(|o| self.decisions.with_label_values(&[pool, m, o])).collect())
+                .map(|m| {
+                    outcomes
+                        .iter()
+                        .map(|o| self.decisions.with_label_values(&[pool, m, o]))
+                        .collect()
+                })
                 .collect(),
         }
     }
@@ -158,7 +259,9 @@ impl Metrics {
     }
 
     pub fn count_reload(&self, ok: bool) {
-        self.config_reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Prometheus text exposition of every series.
@@ -189,7 +292,10 @@ mod tests {
         b.count_status(503);
         b.in_flight.inc();
         let t = text(&m);
-        assert!(t.contains(r#"limpet_backend_requests_total{backend="web-1",code="2xx",pool="web"} 1"#), "{t}");
+        assert!(
+            t.contains(r#"limpet_backend_requests_total{backend="web-1",code="2xx",pool="web"} 1"#),
+            "{t}"
+        );
         assert!(t.contains(r#"limpet_backend_requests_total{backend="web-1",code="5xx",pool="web"} 1"#));
         assert!(t.contains(r#"limpet_backend_state{backend="web-1",pool="web",state="draining"} 1"#));
         assert!(t.contains(r#"limpet_backend_state{backend="web-1",pool="web",state="active"} 0"#));
@@ -205,6 +311,7 @@ mod tests {
         d.count(0, 1);
         d.count(0, 1);
         d.count(3, 9); // out of range: ignored, never a panic
-        assert!(text(&m).contains(r#"limpet_persistence_decisions_total{method="cookie",outcome="new",pool="web"} 2"#));
+        assert!(text(&m)
+            .contains(r#"limpet_persistence_decisions_total{method="cookie",outcome="new",pool="web"} 2"#));
     }
 }

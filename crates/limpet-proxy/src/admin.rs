@@ -63,7 +63,10 @@ impl Admin {
         let snap = self.shared.current.load_full();
         let status = Status {
             generation: snap.generation,
-            loaded_at_unix: snap.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            loaded_at_unix: snap
+                .loaded_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             last_reload_error: self.shared.last_reload_error.load_full().map(|e| e.to_string()),
             pools: snap
                 .pools
@@ -100,9 +103,17 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
             "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", self.shared.metrics.render()),
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.shared.metrics.render(),
+            ),
             "/status" => respond(StatusCode::OK, "application/json", self.status()),
-            _ => respond(StatusCode::NOT_FOUND, "text/plain", b"not found: try /metrics, /healthz or /status\n".to_vec()),
+            _ => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found: try /metrics, /healthz or /status\n".to_vec(),
+            ),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! swaps it in with one store. Signals arriving during a reload coalesce into one more.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -46,7 +46,9 @@ impl Control {
             Ok(generation) => {
                 m.count_reload(true);
                 m.config_generation.set(generation as i64);
-                let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+                let now = std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
                 m.last_reload_success.set(now);
                 self.shared.last_reload_error.store(None);
                 tracing::info!(generation, path = %self.path.display(), "configuration reloaded");
@@ -56,7 +58,9 @@ impl Control {
                 for e in errors.iter() {
                     tracing::error!(path = %self.path.display(), "reload rejected, old configuration keeps serving: {e}");
                 }
-                self.shared.last_reload_error.store(Some(Arc::new(errors.to_string())));
+                self.shared
+                    .last_reload_error
+                    .store(Some(Arc::new(errors.to_string())));
             }
         }
     }
@@ -71,7 +75,11 @@ impl Control {
         let grace = self.shared.current.load().config.server.grace_period;
         let deadline = tokio::time::Instant::now() + grace;
         let mut idle_checks = 0;
-        tracing::info!(in_flight = self.shared.active.load(Ordering::Relaxed), ?grace, "stopping: waiting for in-flight requests");
+        tracing::info!(
+            in_flight = self.shared.active.load(Ordering::Relaxed),
+            ?grace,
+            "stopping: waiting for in-flight requests"
+        );
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if self.shared.active.load(Ordering::Relaxed) == 0 {
@@ -101,7 +109,10 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
     check("listeners", old.listeners == new.listeners);
     check("admin.address", old.admin == new.admin);
     check("server.threads", old.server.threads == new.server.threads);
-    check("server.log_format", old.server.log_format == new.server.log_format);
+    check(
+        "server.log_format",
+        old.server.log_format == new.server.log_format,
+    );
     if errs.is_empty() {
         Ok(())
     } else {

@@ -25,8 +25,15 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
     })?;
     let text = String::from_utf8(text).map_err(|e| {
         ConfigErrors::single(
-            ConfigError::new("", format!("{} is not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))
-                .hint("save the file as UTF-8"),
+            ConfigError::new(
+                "",
+                format!(
+                    "{} is not UTF-8 (byte {})",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+            .hint("save the file as UTF-8"),
         )
     })?;
     let config = limpet_config::parse(&text)?;

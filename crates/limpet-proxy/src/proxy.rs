@@ -13,14 +13,16 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use limpet_affinity::{cookie_values, encode, private_cache_control, resolve_cookie, set_cookie, CookieLookup, Outcome};
+use limpet_affinity::{
+    cookie_values, encode, private_cache_control, resolve_cookie, set_cookie, CookieLookup, Outcome,
+};
 use limpet_balance::{pick_least_requests, pick_weighted_random};
 use limpet_config::{Balance, OnBackendDown};
+use limpet_metrics::InFlight;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
-use limpet_metrics::InFlight;
 
 use crate::request;
 use crate::snapshot::{outcome_index, Active, PoolRt, Shared, Snapshot, METHOD_COOKIE};
@@ -69,7 +71,9 @@ impl Ctx {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Writes a short plain-text response from limpet itself.
@@ -82,7 +86,9 @@ async fn respond(session: &mut Session, status: u16, body: &'static str, retry_a
         h.insert_header("retry-after", "1")?;
     }
     session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await?;
     Ok(true)
 }
 
@@ -154,7 +160,10 @@ impl ProxyHttp for Limpet {
 
         if let (Some(cookie), Some(keys)) = (&pool.cookie, &snap.keyring) {
             let values = cookie_values(
-                req.headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
+                req.headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .map(|v| v.as_bytes()),
                 cookie.name.as_bytes(),
             );
             let lookup = resolve_cookie(keys, pool.id.as_str(), cookie.max_ttl, values, unix_now(), |id| {
@@ -171,7 +180,13 @@ impl ProxyHttp for Limpet {
             ctx.outcome = Some(outcome);
             pool.decisions.count(METHOD_COOKIE, outcome_index(outcome));
             if outcome == Outcome::BackendDown && pool.on_backend_down == OnBackendDown::Strict {
-                return respond(session, 503, "limpet: the backend of this session is unavailable\n", true).await;
+                return respond(
+                    session,
+                    503,
+                    "limpet: the backend of this session is unavailable\n",
+                    true,
+                )
+                .await;
             }
         }
         Ok(false)
@@ -209,7 +224,13 @@ impl ProxyHttp for Limpet {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         ctx.connect_failures += 1;
         let Some(snap) = ctx.snap.clone() else { return e };
         let Some(pool) = ctx.pool(&snap) else { return e };
@@ -256,14 +277,33 @@ impl ProxyHttp for Limpet {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let Some(snap) = &ctx.snap else { return Ok(()) };
-        let (Some(pool), Some(i)) = (ctx.pool(snap), ctx.chosen) else { return Ok(()) };
+        let (Some(pool), Some(i)) = (ctx.pool(snap), ctx.chosen) else {
+            return Ok(());
+        };
         let backend = &pool.backends[i];
         if let (Some(cookie), Some(keys), true) = (&pool.cookie, &snap.keyring, ctx.needs_cookie()) {
-            let value = encode(keys, pool.id.as_str(), backend.id.as_str(), unix_now(), cookie.ttl);
-            resp.append_header("set-cookie", set_cookie(cookie, &value, cookie.ttl.as_secs(), false))?;
-            let existing = resp.headers.get(http::header::CACHE_CONTROL).map(|v| v.as_bytes());
+            let value = encode(
+                keys,
+                pool.id.as_str(),
+                backend.id.as_str(),
+                unix_now(),
+                cookie.ttl,
+            );
+            resp.append_header(
+                "set-cookie",
+                set_cookie(cookie, &value, cookie.ttl.as_secs(), false),
+            )?;
+            let existing = resp
+                .headers
+                .get(http::header::CACHE_CONTROL)
+                .map(|v| v.as_bytes());
             if let Some(cc) = private_cache_control(existing) {
                 resp.insert_header("cache-control", cc)?;
             }
@@ -285,7 +325,8 @@ impl ProxyHttp for Limpet {
         let mut outcome = ctx.outcome;
         if let (Some(pool), true) = (pool, repinned) {
             if pool.cookie.is_some() {
-                pool.decisions.count(METHOD_COOKIE, outcome_index(Outcome::Repinned));
+                pool.decisions
+                    .count(METHOD_COOKIE, outcome_index(Outcome::Repinned));
                 outcome = Some(Outcome::Repinned);
             }
         }

@@ -14,7 +14,10 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub fn host(uri: &http::Uri, headers: &HeaderMap) -> Vec<u8> {
     let raw: &[u8] = match uri.host() {
         Some(h) => h.as_bytes(),
-        None => headers.get(http::header::HOST).map(|v| v.as_bytes()).unwrap_or_default(),
+        None => headers
+            .get(http::header::HOST)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default(),
     };
     let without_port = if raw.starts_with(b"[") {
         // IPv6 literal: keep through the closing bracket.
@@ -77,7 +80,10 @@ mod tests {
     #[test]
     fn host_forms() {
         let uri: http::Uri = "/x".parse().unwrap();
-        assert_eq!(host(&uri, &headers(&[("host", "Example.COM:8080")])), b"example.com");
+        assert_eq!(
+            host(&uri, &headers(&[("host", "Example.COM:8080")])),
+            b"example.com"
+        );
         assert_eq!(host(&uri, &headers(&[("host", "[::1]:8080")])), b"[::1]");
         assert_eq!(host(&uri, &headers(&[])), b"");
         let abs: http::Uri = "http://a.b:1/x".parse().unwrap();
@@ -91,7 +97,10 @@ mod tests {
         let untrusted: IpAddr = "198.51.100.1".parse().unwrap();
         assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
         let lb: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(client_ip(lb, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(lb, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
         let bad = headers(&[("x-forwarded-for", "nonsense")]);
         assert_eq!(client_ip(lb, &bad, &trusted), lb);
     }

@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use limpet_affinity::{Keyring, Outcome};
 use limpet_balance::RoundRobin;
 use limpet_config::{
-    Backend, BackendId, BackendState, Balance, Config, CookiePersistence, HostMatch,
-    OnBackendDown, Persistence, PoolId,
+    Backend, BackendId, BackendState, Balance, Config, CookiePersistence, HostMatch, OnBackendDown,
+    Persistence, PoolId,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
 
@@ -114,7 +114,11 @@ impl Snapshot {
     /// Builds generation `generation` from a loaded configuration. Metric series of
     /// backends and pools that `prev` had and this one lacks are removed.
     pub fn build(loaded: Loaded, generation: u64, metrics: &Metrics, prev: Option<&Snapshot>) -> Snapshot {
-        let Loaded { config, keyring, warnings: _ } = loaded;
+        let Loaded {
+            config,
+            keyring,
+            warnings: _,
+        } = loaded;
         let states = states();
         let mut pools = Vec::with_capacity(config.pools.len());
         let mut index = HashMap::new();
@@ -128,20 +132,37 @@ impl Snapshot {
                     address: b.address,
                     weight: b.weight,
                     state: b.state,
-                    metrics: metrics.backend(pool.id.as_str(), b.id.as_str(), b.state.as_str(), &states, b.weight),
+                    metrics: metrics.backend(
+                        pool.id.as_str(),
+                        b.id.as_str(),
+                        b.state.as_str(),
+                        &states,
+                        b.weight,
+                    ),
                 })
                 .collect();
             // Weights for new sessions: only active backends take them.
-            let weights: Vec<u32> = backends.iter().map(|b| if b.takes_new() { b.weight } else { 0 }).collect();
-            let cookie = pool.persistence.iter().map(|p| match p {
-                Persistence::Cookie(c) => c.clone(),
-            }).next();
+            let weights: Vec<u32> = backends
+                .iter()
+                .map(|b| if b.takes_new() { b.weight } else { 0 })
+                .collect();
+            let cookie = pool
+                .persistence
+                .iter()
+                .map(|p| match p {
+                    Persistence::Cookie(c) => c.clone(),
+                })
+                .next();
             let outcomes = Outcome::ALL.map(Outcome::as_str);
             pools.push(PoolRt {
                 id: pool.id.clone(),
                 balance: pool.balance,
                 round_robin: RoundRobin::new(&weights),
-                by_id: backends.iter().enumerate().map(|(i, b)| (Box::from(b.id.as_str().as_bytes()), i)).collect(),
+                by_id: backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (Box::from(b.id.as_str().as_bytes()), i))
+                    .collect(),
                 weights,
                 backends,
                 cookie,

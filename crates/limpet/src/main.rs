@@ -9,11 +9,11 @@ use anyhow::Context;
 use clap::Parser;
 use limpet_config::LogFormat;
 use limpet_proxy::{load_file, Admin, Control, Limpet, Loaded, Shared, Snapshot};
+use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_core::apps::http_app::HttpServer;
 
 /// limpet: a sticky-session layer-7 load balancer.
 #[derive(Parser, Debug)]
@@ -116,9 +116,12 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
     let snapshot = Snapshot::build(loaded, 1, &metrics, None);
     metrics.config_generation.set(1);
     metrics.count_reload(true);
-    metrics
-        .last_reload_success
-        .set(snapshot.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+    metrics.last_reload_success.set(
+        snapshot
+            .loaded_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
     let shared = Arc::new(Shared {
         current: arc_swap::ArcSwap::from_pointee(snapshot),
         metrics,
@@ -126,11 +129,18 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
         active: Default::default(),
     });
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, Limpet::new(shared.clone()), "limpet proxy");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Limpet::new(shared.clone()),
+        "limpet proxy",
+    );
     for l in &config.listeners {
         proxy.add_tcp(&l.address.to_string());
     }
-    let mut admin = Service::new("limpet admin".to_string(), HttpServer::new_app(Admin::new(shared.clone())));
+    let mut admin = Service::new(
+        "limpet admin".to_string(),
+        HttpServer::new_app(Admin::new(shared.clone())),
+    );
     admin.add_tcp(&config.admin.address.to_string());
     admin.threads = Some(1);
     let control = background_service("limpet control", Control::new(shared, cli.config.clone()));

@@ -1,0 +1,34 @@
+# limpet: two commands do everything on a fresh machine.
+#   make run    build, start three demo backends and limpet with ./config.yaml
+#   make test   every test the project has
+# make bench runs the benchmarks (never part of make test).
+
+CARGO ?= cargo
+
+.PHONY: all build run test lint bench bench-micro clean
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+run: build
+	scripts/run-demo.sh
+
+test:
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+	LIMPET_LOG=warn ./target/debug/limpet --check --config config.yaml
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench: build
+	scripts/bench.sh
+
+bench-micro:
+	$(CARGO) bench -p limpet-affinity -p limpet-balance
+
+clean:
+	$(CARGO) clean
