@@ -250,10 +250,7 @@ mod tests {
         assert_eq!(check(&keys, "web", &v, 1_900), Err(Reject::Expired));
         let long = encode(&keys, "web", "a", 1_000, 10 * HOUR);
         assert_eq!(check(&keys, "web", &long, 1_000 + 4 * 3600), Err(Reject::Expired));
-        assert_eq!(
-            check(&keys, "web", &long, 1_000 - 61),
-            Err(Reject::FromTheFuture)
-        );
+        assert_eq!(check(&keys, "web", &long, 1_000 - 61), Err(Reject::FromTheFuture));
     }
 
     #[test]

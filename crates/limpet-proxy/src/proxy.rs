@@ -244,7 +244,13 @@ impl ProxyHttp for Limpet {
             .enumerate()
             .any(|(i, b)| i != failed && !ctx.tried.contains(&i) && b.takes_new());
         // Bounded twice: by the pool's `retries` and by the backends left untried.
-        if ctx.connect_failures <= pool.retries && !strict_pin && others_left {
+        if strict_pin {
+            return Error::explain(
+                ErrorType::HTTPStatus(503),
+                "pinned backend unreachable (on_backend_down: strict)",
+            );
+        }
+        if ctx.connect_failures <= pool.retries && others_left {
             e.set_retry(true);
         }
         e

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# make bench: limpet against HAProxy, nginx and Caddy on this machine, in one run, with
+# the shared harness (../shared/bench). limpet runs one worker thread, like the anchors,
+# with access logs off (LIMPET_LOG=warn), in front of the same four nginx backends.
+# Output: one line per balancer and phase (new sessions, returning sessions).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+harness=${BENCH_HARNESS:-../shared/bench}
+[ -x "$harness/run-anchors.sh" ] || { echo "bench harness not found at $harness" >&2; exit 1; }
+missing=()
+for cmd in haproxy nginx caddy wrk bc curl; do command -v $cmd >/dev/null || missing+=($cmd); done
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(echo "${missing[@]}" | sed 's/nginx/nginx-light/')
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs
+  else
+    echo "missing: ${missing[*]}; install with: sudo apt-get install -y $pkgs" >&2; exit 1
+  fi
+fi
+dir=$(mktemp -d)
+cat > "$dir/bench.yaml" <<'YAML'
+server: { threads: 1, client_idle_timeout: 30s }
+listeners: [ { address: 127.0.0.1:18093 } ]
+admin: { address: 127.0.0.1:19093 }
+cookie_keys: [ { id: b1, secret: "bench-secret-0123456789abcdef0123456789" } ]
+routes: [ { host: "*", path_prefix: /, pool: be } ]
+pools:
+  be:
+    balance: round_robin
+    persistence: [ { cookie: { name: LIMPET, ttl: 15m } } ]
+    backends:
+      - { id: s1, address: 127.0.0.1:18081 }
+      - { id: s2, address: 127.0.0.1:18082 }
+      - { id: s3, address: 127.0.0.1:18083 }
+      - { id: s4, address: 127.0.0.1:18084 }
+YAML
+LIMPET_LOG=warn target/release/limpet --config "$dir/bench.yaml" --upgrade-sock "$dir/u.sock" 2>"$dir/limpet.log" &
+lpid=$!
+trap 'kill $lpid 2>/dev/null || true; rm -rf "$dir"' EXIT
+sleep 1
+echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; SECS=${SECS:-8}"
+EXTRA="limpet 18093 $lpid" SECS=${SECS:-8} "$harness/run-anchors.sh"
