@@ -28,7 +28,7 @@ bench: build
 	scripts/bench.sh
 
 bench-micro:
-	$(CARGO) bench -p limpet-affinity -p limpet-balance
+	$(CARGO) bench -p limpet-affinity -p limpet-balance --benches
 
 clean:
 	$(CARGO) clean

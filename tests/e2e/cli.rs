@@ -96,6 +96,18 @@ fn version_flag() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("limpet "));
 }
 
+fn sighup_ignored(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // Ignored (SigIgn) at first, caught (SigCgt) once the reload service has its handler.
+    ["SigIgn:", "SigCgt:"].iter().any(|field| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|mask| mask & 1 == 1)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_right_after_start_does_not_kill() {
     let bs = backends("h", 1).await;
@@ -118,6 +130,14 @@ async fn sighup_right_after_start_does_not_kill() {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
+    // Between fork and limpet's first line of `main` no program can protect itself; wait
+    // until limpet has run that line (SIGHUP, signal 1, shows as ignored or caught), then signal it
+    // throughout its start-up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sighup_ignored(pid) {
+        assert!(Instant::now() < deadline, "limpet never ignored SIGHUP");
+        std::thread::sleep(Duration::from_micros(200));
+    }
     let start = Instant::now();
     #[allow(unsafe_code)]
     while start.elapsed() < Duration::from_millis(300) {

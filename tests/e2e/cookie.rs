@@ -118,7 +118,8 @@ async fn ttl_is_absolute_and_enforced_by_limpet() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Past the TTL the browser would drop it; limpet refuses it even if it is replayed.
-    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(start.elapsed())).await;
+    // Issue times are whole seconds: a session lasts at least its TTL, less than 1 s more.
+    tokio::time::sleep(Duration::from_millis(3100).saturating_sub(start.elapsed())).await;
     let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
     assert_eq!(r.status, 200);
     assert!(r.set_cookie.is_some(), "an expired session gets a new cookie");

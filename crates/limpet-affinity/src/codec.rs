@@ -181,8 +181,10 @@ pub fn decode<'a>(
     if issued_at > now.saturating_add(CLOCK_SKEW_SECS) {
         return Err(Reject::FromTheFuture);
     }
+    // Times are whole seconds and the issue time was truncated, so `>` rather than `>=`:
+    // a session lives at least its TTL and less than one second more.
     let life = u64::from(ttl).min(max_ttl.as_secs());
-    if now >= issued_at.saturating_add(life) {
+    if now > issued_at.saturating_add(life) {
         return Err(Reject::Expired);
     }
     Ok(Ticket {
@@ -240,16 +242,20 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(check(&keys, "web", &v, 1_000), Ok((b"web-2".to_vec(), 1_000)));
-        assert_eq!(check(&keys, "web", &v, 1_899), Ok((b"web-2".to_vec(), 1_000)));
+        assert_eq!(check(&keys, "web", &v, 1_900), Ok((b"web-2".to_vec(), 1_000)));
     }
 
     #[test]
     fn expiry_is_absolute_and_capped() {
         let keys = ring(&[("k1", S1)]);
         let v = encode(&keys, "web", "a", 1_000, Duration::from_secs(900));
-        assert_eq!(check(&keys, "web", &v, 1_900), Err(Reject::Expired));
+        assert_eq!(check(&keys, "web", &v, 1_901), Err(Reject::Expired));
         let long = encode(&keys, "web", "a", 1_000, 10 * HOUR);
-        assert_eq!(check(&keys, "web", &long, 1_000 + 4 * 3600), Err(Reject::Expired));
+        assert_eq!(
+            check(&keys, "web", &long, 1_000 + 4 * 3600),
+            Ok((b"a".to_vec(), 1_000))
+        );
+        assert_eq!(check(&keys, "web", &long, 1_001 + 4 * 3600), Err(Reject::Expired));
         assert_eq!(check(&keys, "web", &long, 1_000 - 61), Err(Reject::FromTheFuture));
     }
 

@@ -125,7 +125,7 @@ mod tests {
         };
         assert_eq!(r(vec![], 101), CookieLookup::Miss(Outcome::New));
         assert_eq!(r(vec![&up], 101), CookieLookup::Hit("up"));
-        assert_eq!(r(vec![&up], 100 + 3600), CookieLookup::Miss(Outcome::Expired));
+        assert_eq!(r(vec![&up], 100 + 3601), CookieLookup::Miss(Outcome::Expired));
         assert_eq!(r(vec![&down], 101), CookieLookup::Miss(Outcome::BackendDown));
         assert_eq!(r(vec![&gone], 101), CookieLookup::Miss(Outcome::Invalid));
         assert_eq!(r(vec!["garbage"], 101), CookieLookup::Miss(Outcome::Invalid));
