@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use limpet_affinity::{Keyring, Outcome};
@@ -221,9 +221,5 @@ impl Snapshot {
                 host_ok && path.starts_with(r.path_prefix.as_bytes())
             })
             .map(|r| r.pool)
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        self.config.server.upstream_connect_timeout
     }
 }
