@@ -41,11 +41,7 @@ async fn dead_backend_costs_no_request_and_only_its_users_move() {
         }
     }
     assert_eq!(moved.len(), 10);
-    assert_eq!(
-        lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="repinned",pool="web"}"#)
-            .await,
-        10.0
-    );
+    assert_eq!(lb.decisions("repinned").await, 10.0);
     assert!(
         lb.metric(r#"limpet_backend_connect_errors_total{backend="d-2",pool="web"}"#)
             .await
@@ -96,11 +92,7 @@ async fn disabled_backend_repins_and_draining_keeps_sessions() {
     for _ in 0..10 {
         assert_eq!(get(&c, &lb.url("/"), &[], "LIMPET").await.backend, "s-3");
     }
-    assert_eq!(
-        lb.metric(r#"limpet_persistence_decisions_total{method="cookie",outcome="backend_down",pool="web"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(lb.decisions("backend_down").await, 1.0);
     let m = lb.admin_get("/metrics").await;
     assert!(
         m.contains(r#"limpet_backend_state{backend="s-2",pool="web",state="disabled"} 1"#),

@@ -231,6 +231,14 @@ impl Limpet {
         parse_metric(&text, series)
     }
 
+    /// `limpet_persistence_decisions_total` of the cookie method in pool `web`.
+    pub async fn decisions(&self, outcome: &str) -> f64 {
+        self.metric(&format!(
+            r#"limpet_persistence_decisions_total{{method="cookie",outcome="{outcome}",pool="web"}}"#
+        ))
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

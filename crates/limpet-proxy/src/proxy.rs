@@ -92,10 +92,15 @@ async fn respond(session: &mut Session, status: u16, body: &'static str, retry_a
     Ok(true)
 }
 
+/// May backend `i` receive a new session in a request that already tried `tried`?
+fn may_take_new(pool: &PoolRt, tried: &[usize], i: usize) -> bool {
+    pool.backends[i].takes_new() && !tried.contains(&i)
+}
+
 /// Chooses a backend for a new session among those that take new sessions and were not
 /// tried yet in this request.
 fn pick_new(pool: &PoolRt, tried: &[usize]) -> Option<usize> {
-    let eligible = |i: usize| pool.backends[i].takes_new() && !tried.contains(&i);
+    let eligible = |i: usize| may_take_new(pool, tried, i);
     match pool.balance {
         Balance::RoundRobin => pool.round_robin.pick(eligible),
         Balance::Random => pick_weighted_random(&pool.weights, eligible, rand::random()),
@@ -238,11 +243,7 @@ impl ProxyHttp for Limpet {
         pool.backends[failed].metrics.connect_errors.inc();
         // A strict pool never moves a pinned session elsewhere.
         let strict_pin = pool.on_backend_down == OnBackendDown::Strict && ctx.pinned == Some(failed);
-        let others_left = pool
-            .backends
-            .iter()
-            .enumerate()
-            .any(|(i, b)| i != failed && !ctx.tried.contains(&i) && b.takes_new());
+        let others_left = (0..pool.backends.len()).any(|i| i != failed && may_take_new(pool, &ctx.tried, i));
         // Bounded twice: by the pool's `retries` and by the backends left untried.
         if strict_pin {
             return Error::explain(
