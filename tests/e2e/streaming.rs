@@ -44,11 +44,6 @@ async fn hundred_megabyte_upload_and_download_stream_through() {
     );
 }
 
-// Known defect, left open on issue 2: in roughly 1 run in 5, after an earlier request
-// to the same backend, the upgraded connection is closed right after the 101 (the access
-// log shows the /chat request ending in 0 ms), probably on a reused upstream connection.
-// Run with `cargo test -p limpet-e2e -- --ignored websocket` while fixing it.
-#[ignore = "intermittent: upgraded tunnel closes right after 101; see issue 2 note"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_are_pinned_like_any_request() {
     let bs = backends("ws", 3).await;
@@ -65,7 +60,10 @@ async fn websocket_upgrades_are_pinned_like_any_request() {
         assert_eq!(resp.headers()["x-backend-id"], pinned.backend.as_str());
         assert!(resp.headers().get("set-cookie").is_none());
         ws.send(Message::text("hello")).await.unwrap();
-        let echo = ws.next().await.unwrap().unwrap();
+        let echo = match ws.next().await {
+            Some(Ok(m)) => m,
+            other => panic!("no echo: {other:?}\nlog:\n{}", lb.log_text()),
+        };
         assert_eq!(
             echo.into_text().unwrap().as_str(),
             format!("{}:hello", pinned.backend)
@@ -80,4 +78,65 @@ async fn websocket_upgrades_are_pinned_like_any_request() {
         .to_str()
         .unwrap()
         .starts_with("LIMPET="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_to_a_dead_pinned_backend_is_repinned() {
+    let mut bs = backends("wf", 2).await;
+    let lb = Limpet::start(&bs, "name: LIMPET, ttl: 15m", "    retries: 1\n").await;
+    let c = client();
+    let pinned = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    let cookie = pinned.set_cookie.unwrap();
+    let dead = bs.iter().position(|b| b.id == pinned.backend).unwrap();
+    drop(bs.remove(dead));
+    let mut req = format!("ws://{}/chat", lb.addr).into_client_request().unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let survivor = bs[0].id.clone();
+    assert_eq!(resp.headers()["x-backend-id"], survivor.as_str());
+    let set = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        set.starts_with("LIMPET="),
+        "re-pinned upgrade carries the new cookie: {set}"
+    );
+    // The tunnel works in both directions after a pause shorter than the idle limit.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    ws.send(Message::text("after-pause")).await.unwrap();
+    let echo = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        echo.into_text().unwrap().as_str(),
+        format!("{survivor}:after-pause")
+    );
+    ws.close(None).await.unwrap();
+    // The request is accounted for when its tunnel ends.
+    for _ in 0..50 {
+        if lb.decisions("repinned").await == 1.0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("repinned never counted: {}", lb.decisions("repinned").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_upgrade_is_an_ordinary_response() {
+    let bs = backends("wr", 1).await;
+    let lb = Limpet::start(&bs, "name: LIMPET, ttl: 15m", "").await;
+    // No Sec-WebSocket-Key: the demo backend answers 400 with a body.
+    let resp = client()
+        .get(lb.url("/chat"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("LIMPET="));
+    assert_eq!(resp.text().await.unwrap(), "missing sec-websocket-key\n");
+    // The connection is still usable for ordinary requests afterwards.
+    let r = get(&client(), &lb.url("/"), &[], "LIMPET").await;
+    assert_eq!(r.status, 200);
 }

@@ -9,6 +9,7 @@ mod load;
 mod proxy;
 mod request;
 mod snapshot;
+mod upgrade;
 
 pub use admin::Admin;
 pub use control::Control;

@@ -19,21 +19,28 @@ use limpet_affinity::{
 use limpet_balance::{pick_least_requests, pick_weighted_random};
 use limpet_config::{Balance, OnBackendDown};
 use limpet_metrics::InFlight;
+use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
 use crate::request;
 use crate::snapshot::{outcome_index, Active, PoolRt, Shared, Snapshot, METHOD_COOKIE};
+use crate::upgrade;
 
 pub struct Limpet {
     shared: Arc<Shared>,
+    /// Opens the fresh upstream connections of upgraded requests (see `upgrade`).
+    connector: TransportConnector,
 }
 
 impl Limpet {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            connector: TransportConnector::new(None),
+        }
     }
 }
 
@@ -59,7 +66,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn pool<'a>(&self, snap: &'a Snapshot) -> Option<&'a PoolRt> {
+    pub(crate) fn pool<'a>(&self, snap: &'a Snapshot) -> Option<&'a PoolRt> {
         snap.pools.get(self.pool?)
     }
 
@@ -68,6 +75,121 @@ impl Ctx {
     fn needs_cookie(&self) -> bool {
         self.chosen.is_some() && self.chosen != self.pinned
     }
+
+    /// Chooses the backend of the next attempt: the pinned one unless it was tried
+    /// already, else a new pick among backends not tried yet. Takes its in-flight slot.
+    pub(crate) fn next_attempt(&mut self, pool: &PoolRt) -> Option<usize> {
+        if let Some(prev) = self.chosen.take() {
+            if !self.tried.contains(&prev) {
+                self.tried.push(prev);
+            }
+        }
+        let pick = match self.pinned {
+            Some(p) if !self.tried.contains(&p) => Some(p),
+            _ => pick_new(pool, &self.tried),
+        }?;
+        self.chosen = Some(pick);
+        self.first.get_or_insert(pick);
+        // Replacing the guard releases the previous attempt's slot.
+        self.in_flight = Some(pool.backends[pick].metrics.in_flight_slot());
+        self.started.get_or_insert_with(Instant::now);
+        Some(pick)
+    }
+
+    /// Records a failed connect to the current attempt's backend and says what follows.
+    pub(crate) fn connect_failed(&mut self, pool: &PoolRt) -> AfterConnectFailure {
+        self.connect_failures += 1;
+        let Some(failed) = self.chosen else {
+            return AfterConnectFailure::GiveUp;
+        };
+        pool.backends[failed].metrics.connect_errors.inc();
+        // A strict pool never moves a pinned session elsewhere.
+        if pool.on_backend_down == OnBackendDown::Strict && self.pinned == Some(failed) {
+            return AfterConnectFailure::Strict;
+        }
+        let others_left = (0..pool.backends.len()).any(|i| i != failed && may_take_new(pool, &self.tried, i));
+        // Bounded twice: by the pool's `retries` and by the backends left untried.
+        if self.connect_failures <= pool.retries && others_left {
+            AfterConnectFailure::Retry
+        } else {
+            AfterConnectFailure::GiveUp
+        }
+    }
+}
+
+/// What a request does after a connect failure.
+pub(crate) enum AfterConnectFailure {
+    /// Try another backend.
+    Retry,
+    /// The pinned backend of a strict pool is unreachable: 503, no re-pin.
+    Strict,
+    /// Retries or backends are exhausted: the error stands.
+    GiveUp,
+}
+
+/// The upstream peer for backend `i`, with the configured timeouts.
+pub(crate) fn peer_for(snap: &Snapshot, pool: &PoolRt, i: usize) -> HttpPeer {
+    let mut peer = HttpPeer::new(pool.backends[i].address, false, String::new());
+    let server = &snap.config.server;
+    peer.options.connection_timeout = Some(server.upstream_connect_timeout);
+    peer.options.read_timeout = Some(server.upstream_read_timeout);
+    peer
+}
+
+/// Adds the forwarding headers every request carries upstream.
+pub(crate) fn forwarding_headers(session: &Session, upstream: &mut RequestHeader) -> Result<()> {
+    // Append the TCP peer, as every proxy hop does; backends read the chain right to
+    // left, and `server.trusted_proxies` decides how far limpet itself believes it.
+    if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        // Several X-Forwarded-For lines form one list (RFC 9110 §5.3); bytes that are
+        // not visible ASCII cannot be forwarded faithfully and are dropped.
+        let mut xff = String::new();
+        for v in upstream.headers.get_all("x-forwarded-for") {
+            if let Ok(v) = v.to_str() {
+                if !v.trim().is_empty() {
+                    xff.push_str(v.trim());
+                    xff.push_str(", ");
+                }
+            }
+        }
+        xff.push_str(&peer.to_string());
+        upstream.insert_header("x-forwarded-for", xff)?;
+    }
+    upstream.insert_header("x-forwarded-proto", "http")?;
+    Ok(())
+}
+
+/// Adds what limpet says in a backend's response: the affinity cookie when the request
+/// starts or moves a session, and the debug header.
+pub(crate) fn decorate_response(snap: &Snapshot, ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
+    let (Some(pool), Some(i)) = (ctx.pool(snap), ctx.chosen) else {
+        return Ok(());
+    };
+    let backend = &pool.backends[i];
+    if let (Some(cookie), Some(keys), true) = (&pool.cookie, &snap.keyring, ctx.needs_cookie()) {
+        let value = encode(
+            keys,
+            pool.id.as_str(),
+            backend.id.as_str(),
+            unix_now(),
+            cookie.ttl,
+        );
+        resp.append_header(
+            "set-cookie",
+            set_cookie(cookie, &value, cookie.ttl.as_secs(), false),
+        )?;
+        let existing = resp
+            .headers
+            .get(http::header::CACHE_CONTROL)
+            .map(|v| v.as_bytes());
+        if let Some(cc) = private_cache_control(existing) {
+            resp.insert_header("cache-control", cc)?;
+        }
+    }
+    if snap.config.server.debug_headers {
+        resp.insert_header("x-limpet-backend", backend.id.as_str())?;
+    }
+    Ok(())
 }
 
 fn unix_now() -> u64 {
@@ -77,7 +199,12 @@ fn unix_now() -> u64 {
 }
 
 /// Writes a short plain-text response from limpet itself.
-async fn respond(session: &mut Session, status: u16, body: &'static str, retry_after: bool) -> Result<bool> {
+pub(crate) async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: &'static str,
+    retry_after: bool,
+) -> Result<bool> {
     let mut h = ResponseHeader::build(status, Some(4))?;
     h.insert_header("content-type", "text/plain; charset=utf-8")?;
     h.insert_header("content-length", body.len().to_string())?;
@@ -194,6 +321,10 @@ impl ProxyHttp for Limpet {
                 .await;
             }
         }
+        if session.is_upgrade_req() {
+            // Upgrades (WebSocket) get their own fresh upstream connection and tunnel.
+            return upgrade::tunnel(&self.connector, session, ctx, &snap).await;
+        }
         Ok(false)
     }
 
@@ -204,28 +335,10 @@ impl ProxyHttp for Limpet {
         let Some(pool) = ctx.pool(&snap) else {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
         };
-        if let Some(prev) = ctx.chosen.take() {
-            if !ctx.tried.contains(&prev) {
-                ctx.tried.push(prev);
-            }
-        }
-        let pick = match ctx.pinned {
-            Some(p) if !ctx.tried.contains(&p) => Some(p),
-            _ => pick_new(pool, &ctx.tried),
-        };
-        let Some(i) = pick else {
+        let Some(i) = ctx.next_attempt(pool) else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no usable backend in pool");
         };
-        let backend = &pool.backends[i];
-        ctx.chosen = Some(i);
-        ctx.first.get_or_insert(i);
-        // Replacing the guard releases the previous attempt's slot.
-        ctx.in_flight = Some(backend.metrics.in_flight_slot());
-        ctx.started.get_or_insert_with(Instant::now);
-        let mut peer = HttpPeer::new(backend.address, false, String::new());
-        let server = &snap.config.server;
-        peer.options.connection_timeout = Some(server.upstream_connect_timeout);
-        peer.options.read_timeout = Some(server.upstream_read_timeout);
+        let peer = peer_for(&snap, pool, i);
         Ok(Box::new(peer))
     }
 
@@ -236,23 +349,17 @@ impl ProxyHttp for Limpet {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.connect_failures += 1;
         let Some(snap) = ctx.snap.clone() else { return e };
         let Some(pool) = ctx.pool(&snap) else { return e };
-        let Some(failed) = ctx.chosen else { return e };
-        pool.backends[failed].metrics.connect_errors.inc();
-        // A strict pool never moves a pinned session elsewhere.
-        let strict_pin = pool.on_backend_down == OnBackendDown::Strict && ctx.pinned == Some(failed);
-        let others_left = (0..pool.backends.len()).any(|i| i != failed && may_take_new(pool, &ctx.tried, i));
-        // Bounded twice: by the pool's `retries` and by the backends left untried.
-        if strict_pin {
-            return Error::explain(
-                ErrorType::HTTPStatus(503),
-                "pinned backend unreachable (on_backend_down: strict)",
-            );
-        }
-        if ctx.connect_failures <= pool.retries && others_left {
-            e.set_retry(true);
+        match ctx.connect_failed(pool) {
+            AfterConnectFailure::Retry => e.set_retry(true),
+            AfterConnectFailure::Strict => {
+                return Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "pinned backend unreachable (on_backend_down: strict)",
+                )
+            }
+            AfterConnectFailure::GiveUp => {}
         }
         e
     }
@@ -260,28 +367,10 @@ impl ProxyHttp for Limpet {
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
-        upstream: &mut pingora_http::RequestHeader,
+        upstream: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        // Append the TCP peer, as every proxy hop does; backends read the chain right to
-        // left, and `server.trusted_proxies` decides how far limpet itself believes it.
-        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
-            // Several X-Forwarded-For lines form one list (RFC 9110 §5.3); bytes that are
-            // not visible ASCII cannot be forwarded faithfully and are dropped.
-            let mut xff = String::new();
-            for v in upstream.headers.get_all("x-forwarded-for") {
-                if let Ok(v) = v.to_str() {
-                    if !v.trim().is_empty() {
-                        xff.push_str(v.trim());
-                        xff.push_str(", ");
-                    }
-                }
-            }
-            xff.push_str(&peer.to_string());
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        Ok(())
+        forwarding_headers(session, upstream)
     }
 
     async fn response_filter(
@@ -290,35 +379,10 @@ impl ProxyHttp for Limpet {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(snap) = &ctx.snap else { return Ok(()) };
-        let (Some(pool), Some(i)) = (ctx.pool(snap), ctx.chosen) else {
-            return Ok(());
-        };
-        let backend = &pool.backends[i];
-        if let (Some(cookie), Some(keys), true) = (&pool.cookie, &snap.keyring, ctx.needs_cookie()) {
-            let value = encode(
-                keys,
-                pool.id.as_str(),
-                backend.id.as_str(),
-                unix_now(),
-                cookie.ttl,
-            );
-            resp.append_header(
-                "set-cookie",
-                set_cookie(cookie, &value, cookie.ttl.as_secs(), false),
-            )?;
-            let existing = resp
-                .headers
-                .get(http::header::CACHE_CONTROL)
-                .map(|v| v.as_bytes());
-            if let Some(cc) = private_cache_control(existing) {
-                resp.insert_header("cache-control", cc)?;
-            }
+        match &ctx.snap {
+            Some(snap) => decorate_response(snap, ctx, resp),
+            None => Ok(()),
         }
-        if snap.config.server.debug_headers {
-            resp.insert_header("x-limpet-backend", backend.id.as_str())?;
-        }
-        Ok(())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

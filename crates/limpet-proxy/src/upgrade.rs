@@ -1,0 +1,156 @@
+//! HTTP/1.1 upgrades (WebSocket and any other `Upgrade:` protocol).
+//!
+//! Pingora 0.9.1's own upgrade path can tear a tunnel down right after a successful
+//! `101`: its upstream half may read the `101` before it has consumed the upgrade
+//! request's empty body, and then takes the end of that body for the end of the tunnel
+//! (about one WebSocket in twenty on loopback). limpet therefore runs upgraded requests
+//! itself, still with Pingora's connector and HTTP/1 codecs: a fresh upstream connection
+//! per upgrade (never a pooled one), the same backend choice, failover and cookie as any
+//! request, then one loop that moves bytes both ways until either side closes or the
+//! tunnel has been idle for `server.upstream_read_timeout`.
+
+use bytes::Bytes;
+use http::Version;
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::http::v1::client::HttpSession as Upstream;
+use pingora_error::Result;
+use pingora_proxy::Session;
+
+use crate::proxy::{decorate_response, forwarding_headers, peer_for, respond, AfterConnectFailure, Ctx};
+use crate::snapshot::Snapshot;
+
+/// Informational responses (`100 Continue`, `103`) skipped before the real answer.
+const MAX_INFORMATIONAL: usize = 8;
+
+/// Proxies one upgrade request to the end of its tunnel. Always answers the client,
+/// so it returns `Ok(true)` ("response written") unless the client itself failed.
+pub(crate) async fn tunnel(
+    connector: &TransportConnector,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    snap: &Snapshot,
+) -> Result<bool> {
+    let Some(pool) = ctx.pool(snap) else {
+        return respond(session, 404, "limpet: no route for this host and path\n", false).await;
+    };
+    let mut upstream = loop {
+        let Some(i) = ctx.next_attempt(pool) else {
+            return respond(session, 503, "limpet: no usable backend in pool\n", true).await;
+        };
+        let peer = peer_for(snap, pool, i);
+        match connector.new_stream(&peer).await {
+            Ok(stream) => {
+                let mut up = Upstream::new_with_options(stream, &peer);
+                up.read_timeout = peer.options.read_timeout;
+                // A backend that stops reading counts like one that stops answering.
+                up.write_timeout = peer.options.read_timeout;
+                break up;
+            }
+            Err(e) => {
+                tracing::debug!(backend = %pool.backends[i].id, error = %e, "upgrade: connect failed");
+                match ctx.connect_failed(pool) {
+                    AfterConnectFailure::Retry => continue,
+                    AfterConnectFailure::Strict => {
+                        return respond(
+                            session,
+                            503,
+                            "limpet: the backend of this session is unavailable\n",
+                            true,
+                        )
+                        .await
+                    }
+                    AfterConnectFailure::GiveUp => {
+                        return respond(session, 502, "limpet: no backend reachable\n", false).await
+                    }
+                }
+            }
+        }
+    };
+
+    let mut req = session.req_header().clone();
+    req.set_version(Version::HTTP_11);
+    forwarding_headers(session, &mut req)?;
+    if upstream.write_request_header(Box::new(req)).await.is_err() {
+        return respond(session, 502, "limpet: backend closed the connection\n", false).await;
+    }
+    // A body sent with the upgrade request precedes the switch (RFC 9110 §7.8).
+    while let Some(chunk) = session.read_request_body().await? {
+        if upstream.write_body(&chunk).await.is_err() {
+            return respond(session, 502, "limpet: backend closed the connection\n", false).await;
+        }
+    }
+    if upstream.finish_body().await.is_err() {
+        return respond(session, 502, "limpet: backend closed the connection\n", false).await;
+    }
+
+    let mut head = None;
+    for _ in 0..MAX_INFORMATIONAL {
+        match upstream.read_resp_header_parts().await {
+            Ok(h) if h.status.is_informational() && h.status != 101 => continue,
+            Ok(h) => {
+                head = Some(h);
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade: no response from backend");
+                break;
+            }
+        }
+    }
+    let Some(mut head) = head else {
+        return respond(
+            session,
+            502,
+            "limpet: no valid response from the backend\n",
+            false,
+        )
+        .await;
+    };
+    decorate_response(snap, ctx, &mut head)?;
+    session.write_response_header(head, false).await?;
+
+    if upstream.was_upgraded() {
+        relay(session, &mut upstream, snap.config.server.upstream_read_timeout).await;
+    } else {
+        // The backend refused the upgrade: an ordinary response, framed by its headers.
+        while let Ok(Some(chunk)) = upstream.read_body_bytes().await {
+            session.write_response_body(Some(chunk), false).await?;
+        }
+    }
+    // Ends the response (for an upgraded session: closes the client connection).
+    let _ = session.write_response_body(None, true).await;
+    upstream.shutdown().await;
+    Ok(true)
+}
+
+/// One step of the tunnel.
+enum Step {
+    FromClient(Option<Bytes>),
+    FromBackend(Option<Bytes>),
+}
+
+/// Moves bytes both ways until either side closes, fails, or both stay silent for `idle`.
+async fn relay(session: &mut Session, upstream: &mut Upstream, idle: std::time::Duration) {
+    upstream.maybe_upgrade_body_writer();
+    // The codec's own per-read timeout would end a tunnel that is idle in one
+    // direction only; the idle limit below covers both directions at once.
+    upstream.read_timeout = None;
+    loop {
+        let step = tokio::time::timeout(idle, async {
+            tokio::select! {
+                r = session.read_request_body() => Step::FromClient(r.ok().flatten()),
+                r = upstream.read_body_bytes() => Step::FromBackend(r.ok().flatten()),
+            }
+        })
+        .await;
+        let sent = match step {
+            Ok(Step::FromClient(Some(data))) => upstream.write_body(&data).await.is_ok(),
+            Ok(Step::FromBackend(Some(data))) => session.write_response_body(Some(data), false).await.is_ok(),
+            // Closed by either side, a read error, or idle for too long.
+            Ok(Step::FromClient(None) | Step::FromBackend(None)) | Err(_) => false,
+        };
+        if !sent {
+            return;
+        }
+    }
+}
