@@ -1,7 +1,7 @@
 //! Cost of picking a backend for a new session.
 #![allow(clippy::unwrap_used)]
 use criterion::{criterion_group, criterion_main, Criterion};
-use limpet_balance::{pick_least_requests, pick_weighted_random, RoundRobin};
+use limpet_balance::{hash_bytes, pick_least_requests, pick_weighted_random, Bound, HashRing, RoundRobin};
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {
@@ -22,6 +22,29 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 r = r.wrapping_mul(6364136223846793005).wrapping_add(1);
                 pick_least_requests(&weights, |i| (i as u64 * 7) % 5, |i| i != 1, r, r >> 32)
+            })
+        });
+        let ids: Vec<(String, u32)> = (0..n).map(|i| (format!("web-{i}"), 1)).collect();
+        let ring = HashRing::new(&ids);
+        let mut k = 0u64;
+        c.bench_function(&format!("consistent_hash_n{n}"), |b| {
+            b.iter(|| {
+                k += 1;
+                ring.pick(hash_bytes(&k.to_le_bytes()), |i| i != 1, None)
+            })
+        });
+        let load = |i: usize| (i as u64 * 7) % 5;
+        c.bench_function(&format!("consistent_hash_bounded_n{n}"), |b| {
+            b.iter(|| {
+                k += 1;
+                ring.pick(
+                    hash_bytes(&k.to_le_bytes()),
+                    |i| i != 1,
+                    Some(Bound {
+                        factor: 1.25,
+                        load: &load,
+                    }),
+                )
             })
         });
     }

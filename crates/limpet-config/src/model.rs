@@ -15,6 +15,7 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub admin: Admin,
     pub cookie_keys: Vec<CookieKey>,
+    pub session_store: SessionStore,
     pub routes: Vec<Route>,
     /// Pools by name, in name order.
     pub pools: BTreeMap<PoolId, Pool>,
@@ -118,11 +119,53 @@ pub struct Route {
     pub pool: PoolId,
 }
 
+/// Where table-based sessions (`source_ip`, `header`) live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStore {
+    /// Bound on live entries of the embedded store; the soonest-expiring go first.
+    pub max_entries: usize,
+}
+
+pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
     RoundRobin,
     LeastRequests,
     Random,
+    ConsistentHash,
+}
+
+/// What a pool's consistent hash is computed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client address (after `server.trusted_proxies`).
+    ClientIp,
+    /// A request header, by lower-case name.
+    Header(String),
+    /// A request cookie, by name.
+    Cookie(String),
+    /// A query-string parameter, by name.
+    Query(String),
+    /// The request path, without the query.
+    Path,
+}
+
+/// `pool.hash`: the key and the load bound of consistent hashing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashConfig {
+    pub key: HashKey,
+    /// Bounded loads: no backend above ⌈factor × average⌉ (≥ 1.0); `None` = unbounded.
+    pub balance_factor: Option<f64>,
+}
+
+impl Default for HashConfig {
+    fn default() -> Self {
+        Self {
+            key: HashKey::ClientIp,
+            balance_factor: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +180,7 @@ pub enum OnBackendDown {
 pub struct Pool {
     pub id: PoolId,
     pub balance: Balance,
+    pub hash: HashConfig,
     pub persistence: Vec<Persistence>,
     pub on_backend_down: OnBackendDown,
     /// Connect failures retried on other backends, per request.
@@ -147,6 +191,41 @@ pub struct Pool {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Persistence {
     Cookie(CookiePersistence),
+    SourceIp(SourceIpPersistence),
+    Header(HeaderPersistence),
+    /// Consistent hashing over `pool.hash`; always resolves while a backend is usable.
+    Hash,
+}
+
+impl Persistence {
+    /// The `method` label of this method's decisions.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Cookie(_) => "cookie",
+            Self::SourceIp(_) => "source_ip",
+            Self::Header(_) => "header",
+            Self::Hash => "hash",
+        }
+    }
+}
+
+/// Client-IP affinity: a table entry per (masked) client address, static TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIpPersistence {
+    pub ttl: Duration,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+/// Session-id table: an id sent by the client in a header maps to a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderPersistence {
+    /// Lower-case header name.
+    pub name: String,
+    pub ttl: Duration,
+    /// Optional per-request TTL in minutes, read when the session is created.
+    pub ttl_header: Option<String>,
+    pub max_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,10 +243,13 @@ pub enum SameSite {
     None,
 }
 
-/// Duration-based affinity cookie: limpet issues it with a fixed, absolute TTL.
+/// Affinity cookie. Duration-based (`follow: None`): limpet issues it with a fixed,
+/// absolute TTL. Application-controlled (`follow: Some(APP)`): limpet issues it when the
+/// backend sets `APP`, with the same lifetime, and deletes it when the app deletes `APP`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookiePersistence {
     pub name: String,
+    pub follow: Option<String>,
     pub ttl: Duration,
     pub max_ttl: Duration,
     pub path: String,

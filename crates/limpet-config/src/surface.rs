@@ -31,7 +31,7 @@ pub struct File {
     pub listeners: F<Vec<Lenient<Listener>>>,
     pub admin: F<Admin>,
     pub cookie_keys: F<Vec<Lenient<CookieKey>>>,
-    pub session_store: Option<Value>,
+    pub session_store: F<SessionStore>,
     pub routes: F<Vec<Lenient<Route>>>,
     pub pools: F<Mapping>,
     #[serde(flatten)]
@@ -47,6 +47,52 @@ pub const FILE_KEYS: &[&str] = &[
     "routes",
     "pools",
 ];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionStore {
+    pub kind: F<String>,
+    pub redis_url: F<String>,
+    pub key_prefix: F<String>,
+    pub timeout: F<String>,
+    pub max_entries: F<u64>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const SESSION_STORE_KEYS: &[&str] = &["kind", "redis_url", "key_prefix", "timeout", "max_entries"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Hash {
+    pub key: F<String>,
+    pub balance_factor: F<f64>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const HASH_KEYS: &[&str] = &["key", "balance_factor"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceIp {
+    pub ttl: F<String>,
+    pub ipv4_prefix: F<u8>,
+    pub ipv6_prefix: F<u8>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const SOURCE_IP_KEYS: &[&str] = &["ttl", "ipv4_prefix", "ipv6_prefix"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Header {
+    pub name: F<String>,
+    pub ttl: F<String>,
+    pub ttl_header: F<String>,
+    pub max_ttl: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const HEADER_KEYS: &[&str] = &["name", "ttl", "ttl_header", "max_ttl"];
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Server {
@@ -118,7 +164,7 @@ pub const ROUTE_KEYS: &[&str] = &["host", "path_prefix", "pool"];
 #[derive(Debug, Clone, Deserialize)]
 pub struct Pool {
     pub balance: F<String>,
-    pub hash: Option<Value>,
+    pub hash: F<Hash>,
     pub persistence: F<Vec<Lenient<Persistence>>>,
     pub on_backend_down: F<String>,
     pub retries: F<u32>,
@@ -147,9 +193,9 @@ pub const POOL_KEYS: &[&str] = &[
 #[derive(Debug, Clone, Deserialize)]
 pub struct Persistence {
     pub cookie: F<Cookie>,
-    pub source_ip: Option<Value>,
-    pub header: Option<Value>,
-    pub hash: Option<Value>,
+    pub source_ip: F<SourceIp>,
+    pub header: F<Header>,
+    pub hash: F<Mapping>,
     #[serde(flatten)]
     pub unknown: Mapping,
 }
@@ -161,7 +207,7 @@ pub struct Cookie {
     pub name: F<String>,
     pub ttl: F<String>,
     pub max_ttl: F<String>,
-    pub follow: Option<Value>,
+    pub follow: F<String>,
     pub path: F<String>,
     pub domain: F<String>,
     pub secure: F<Value>,

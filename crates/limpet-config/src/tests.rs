@@ -47,7 +47,9 @@ fn good_file_parses_to_typed_config() {
     assert_eq!(web.backends.len(), 2);
     assert_eq!(web.backends[0].weight, 2);
     assert_eq!(web.backends[1].state, BackendState::Draining);
-    let Persistence::Cookie(ck) = &web.persistence[0];
+    let Persistence::Cookie(ck) = &web.persistence[0] else {
+        panic!("not a cookie: {:?}", web.persistence[0]);
+    };
     assert_eq!(ck.ttl, Duration::from_secs(900));
     assert_eq!(ck.max_ttl, Duration::from_secs(4 * 3600));
     assert_eq!(ck.same_site, SameSite::Lax);
@@ -124,8 +126,91 @@ fn unknown_top_level_key_and_not_yet_supported() {
     let text = format!("{GOOD}\nlisteners2: []\n");
     let errs = errors(&text);
     assert!(has(&errs, "listeners2", "did you mean `listeners`"));
-    let text = GOOD.replace("balance: round_robin", "balance: consistent_hash");
-    assert!(has(&errors(&text), "pools.web.balance", "not supported yet"));
+    let text = GOOD.replace("balance: round_robin", "balance: round_robim");
+    assert!(has(
+        &errors(&text),
+        "pools.web.balance",
+        "did you mean `round_robin`"
+    ));
+    let text = format!("{GOOD}session_store: {{ kind: redis }}\n");
+    assert!(has(&errors(&text), "session_store.kind", "not supported yet"));
+}
+
+#[test]
+fn every_persistence_method_and_hash_settings() {
+    let text = GOOD
+        .replace("balance: round_robin", "balance: consistent_hash\n    hash: { key: \"header:X-User\", balance_factor: 1.25 }")
+        .replace(
+            "      - cookie: { name: LIMPET, ttl: 15m, max_ttl: 4h }\n",
+            "      - cookie: { name: LIMPET, follow: JSESSIONID }\n      - source_ip: { ttl: 10m, ipv4_prefix: 24 }\n      - header: { name: X-Session-Id, ttl: 5m, ttl_header: X-Session-TTL, max_ttl: 1h }\n      - hash: {}\n",
+        );
+    let text = format!("{text}session_store: {{ kind: memory, max_entries: 5000 }}\n");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.session_store.max_entries, 5000);
+    let web = &c.pools[&PoolId::new("web")];
+    assert_eq!(web.balance, Balance::ConsistentHash);
+    assert_eq!(web.hash.key, HashKey::Header("x-user".into()));
+    assert_eq!(web.hash.balance_factor, Some(1.25));
+    let methods: Vec<&str> = web.persistence.iter().map(Persistence::method).collect();
+    assert_eq!(methods, ["cookie", "source_ip", "header", "hash"]);
+    let Persistence::Cookie(ck) = &web.persistence[0] else {
+        panic!()
+    };
+    assert_eq!(ck.follow.as_deref(), Some("JSESSIONID"));
+    assert_eq!(
+        web.persistence[1],
+        Persistence::SourceIp(SourceIpPersistence {
+            ttl: Duration::from_secs(600),
+            ipv4_prefix: 24,
+            ipv6_prefix: 64
+        })
+    );
+    assert_eq!(
+        web.persistence[2],
+        Persistence::Header(HeaderPersistence {
+            name: "x-session-id".into(),
+            ttl: Duration::from_secs(300),
+            ttl_header: Some("x-session-ttl".into()),
+            max_ttl: Duration::from_secs(3600),
+        })
+    );
+}
+
+#[test]
+fn bad_method_settings_are_all_reported() {
+    let text = GOOD.replace("balance: round_robin", "balance: round_robin\n    hash: { key: \"body\", balance_factor: 0.5 }")
+        .replace(
+            "      - cookie: { name: LIMPET, ttl: 15m, max_ttl: 4h }\n",
+            "      - cookie: { name: LIMPET, follow: LIMPET }\n      - source_ip: { ipv4_prefix: 33, ipv6_prefix: 0 }\n      - header: { ttl: 5h, max_ttl: 1h }\n      - source_ip: {}\n      - hash: { key: path }\n",
+        );
+    let text = format!("{text}session_store: {{ kind: memory, redis_url: \"redis://x\" }}\n");
+    let errs = errors(&text);
+    let m = "pools.web.persistence";
+    assert!(has(&errs, "pools.web.hash.key", "not a hash key"), "{errs:?}");
+    assert!(has(&errs, "pools.web.hash.balance_factor", "out of range"));
+    assert!(has(
+        &errs,
+        &format!("{m}[0].cookie.follow"),
+        "names limpet's own cookie"
+    ));
+    assert!(has(
+        &errs,
+        &format!("{m}[1].source_ip.ipv4_prefix"),
+        "out of range"
+    ));
+    assert!(has(
+        &errs,
+        &format!("{m}[1].source_ip.ipv6_prefix"),
+        "out of range"
+    ));
+    assert!(has(&errs, &format!("{m}[2].header.name"), "is required"));
+    assert!(has(&errs, m, "source_ip is listed twice"));
+    assert!(has(&errs, &format!("{m}[4].hash"), "takes no keys"));
+    assert!(has(
+        &errs,
+        "session_store.redis_url",
+        "only applies to kind: redis"
+    ));
 }
 
 #[test]

@@ -15,9 +15,7 @@ use crate::surface::{self as s, Lenient};
 
 pub(crate) fn validate(file: s::File, errs: &mut Errors) -> Option<Config> {
     unknown_keys("", &file.unknown, s::FILE_KEYS, errs);
-    if file.session_store.is_some() {
-        not_yet("session_store", errs);
-    }
+    let session_store = session_store(file.session_store, errs);
     let server = server(file.server, errs);
     let listeners = listeners(file.listeners, errs);
     let admin = admin(file.admin, errs);
@@ -25,9 +23,10 @@ pub(crate) fn validate(file: s::File, errs: &mut Errors) -> Option<Config> {
     let pools = pools(file.pools, errs);
     let routes = routes(file.routes, &pools, errs);
 
-    if !cookie_keys.is_empty() || pools.values().all(|p| p.persistence.is_empty()) {
-        // keys present, or nothing needs them
-    } else {
+    let uses_cookies = pools
+        .values()
+        .any(|p| p.persistence.iter().any(|m| matches!(m, Persistence::Cookie(_))));
+    if uses_cookies && cookie_keys.is_empty() {
         errs.at(
             "cookie_keys",
             "cookie persistence is configured but no signing key is listed",
@@ -46,6 +45,7 @@ pub(crate) fn validate(file: s::File, errs: &mut Errors) -> Option<Config> {
         listeners: listeners?,
         admin: admin?,
         cookie_keys,
+        session_store,
         routes,
         pools,
     })
@@ -375,6 +375,206 @@ fn cookie_keys(field: Option<Lenient<Vec<Lenient<s::CookieKey>>>>, errs: &mut Er
     out
 }
 
+fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut Errors) -> SessionStore {
+    let default = SessionStore {
+        max_entries: DEFAULT_MAX_ENTRIES,
+    };
+    let Some(s::SessionStore {
+        kind,
+        redis_url,
+        key_prefix,
+        timeout,
+        max_entries,
+        unknown,
+    }) = take("session_store", field, errs)
+    else {
+        return default;
+    };
+    unknown_keys("session_store", &unknown, s::SESSION_STORE_KEYS, errs);
+    match take("session_store.kind", kind, errs).as_deref() {
+        None | Some("memory") => {
+            for (key, given) in [
+                ("redis_url", redis_url.is_some()),
+                ("key_prefix", key_prefix.is_some()),
+                ("timeout", timeout.is_some()),
+            ] {
+                if given {
+                    errs.at(&join("session_store", key), "only applies to kind: redis")
+                        .hint = Some("remove it, or set kind: redis".into());
+                }
+            }
+        }
+        Some("redis") => {
+            errs.at(
+                "session_store.kind",
+                "redis is not supported yet by this version of limpet",
+            )
+            .hint = Some("use kind: memory for now".into());
+        }
+        Some(other) => {
+            let e = errs.at(
+                "session_store.kind",
+                format!("`{other}` is not one of memory, redis"),
+            );
+            if let Some(k) = did_you_mean(other, &["memory", "redis"]) {
+                e.hint = Some(format!("did you mean `{k}`?"));
+            }
+        }
+    }
+    let mp = "session_store.max_entries";
+    let max_entries = match take(mp, max_entries, errs) {
+        None => DEFAULT_MAX_ENTRIES,
+        Some(n @ 1..=1_000_000_000) => n as usize,
+        Some(n) => {
+            errs.at(mp, format!("{n} is out of range")).hint = Some("use 1 to 1000000000".into());
+            DEFAULT_MAX_ENTRIES
+        }
+    };
+    SessionStore { max_entries }
+}
+
+fn hash_config(p: &str, field: Option<Lenient<s::Hash>>, errs: &mut Errors) -> HashConfig {
+    let Some(s::Hash {
+        key,
+        balance_factor,
+        unknown,
+    }) = take(p, field, errs)
+    else {
+        return HashConfig::default();
+    };
+    unknown_keys(p, &unknown, s::HASH_KEYS, errs);
+    let kp = join(p, "key");
+    let key = match take(&kp, key, errs) {
+        None => HashKey::ClientIp,
+        Some(text) => hash_key(&kp, &text, errs).unwrap_or(HashKey::ClientIp),
+    };
+    let fp = join(p, "balance_factor");
+    let balance_factor = match take(&fp, balance_factor, errs) {
+        None => None,
+        Some(f) if (1.0..=100.0).contains(&f) => Some(f),
+        Some(f) => {
+            errs.at(&fp, format!("{f} is out of range")).hint =
+                Some("use 1.0 (perfectly even) or more, e.g. 1.25; leave it out for no bound".into());
+            None
+        }
+    };
+    HashConfig { key, balance_factor }
+}
+
+fn hash_key(p: &str, text: &str, errs: &mut Errors) -> Option<HashKey> {
+    let named = |prefix: &str| text.strip_prefix(prefix).map(str::to_string);
+    let key = match text {
+        "client_ip" => Some(HashKey::ClientIp),
+        "path" => Some(HashKey::Path),
+        _ => {
+            if let Some(n) = named("header:") {
+                token(&n).then(|| HashKey::Header(n.to_ascii_lowercase()))
+            } else if let Some(n) = named("cookie:") {
+                token(&n).then_some(HashKey::Cookie(n))
+            } else if let Some(n) = named("query:") {
+                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b'&' && b != b'='))
+                    .then_some(HashKey::Query(n))
+            } else {
+                None
+            }
+        }
+    };
+    if key.is_none() {
+        errs.at(p, format!("`{text}` is not a hash key")).hint =
+            Some("write client_ip, path, header:NAME, cookie:NAME or query:NAME".into());
+    }
+    key
+}
+
+fn token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_byte)
+}
+
+fn source_ip_method(p: &str, v: s::SourceIp, errs: &mut Errors) -> SourceIpPersistence {
+    let s::SourceIp {
+        ttl,
+        ipv4_prefix,
+        ipv6_prefix,
+        unknown,
+    } = v;
+    unknown_keys(p, &unknown, s::SOURCE_IP_KEYS, errs);
+    let ttl_p = join(p, "ttl");
+    let ttl = duration(&ttl_p, ttl, Duration::from_secs(15 * 60), errs);
+    if ttl < Duration::from_secs(1) {
+        errs.at(&ttl_p, "must be at least 1s").hint = Some("write e.g. 15m".into());
+    }
+    let mut prefix = |key: &str, field, max: u8, default: u8| {
+        let pp = join(p, key);
+        match take(&pp, field, errs) {
+            None => default,
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                errs.at(&pp, format!("{n} is out of range")).hint = Some(format!("use 1 to {max}"));
+                default
+            }
+        }
+    };
+    let ipv4_prefix = prefix("ipv4_prefix", ipv4_prefix, 32, 32);
+    let ipv6_prefix = prefix("ipv6_prefix", ipv6_prefix, 128, 64);
+    SourceIpPersistence {
+        ttl,
+        ipv4_prefix,
+        ipv6_prefix,
+    }
+}
+
+fn header_method(p: &str, v: s::Header, errs: &mut Errors) -> Option<HeaderPersistence> {
+    let s::Header {
+        name,
+        ttl,
+        ttl_header,
+        max_ttl,
+        unknown,
+    } = v;
+    unknown_keys(p, &unknown, s::HEADER_KEYS, errs);
+    let header_name = |key: &str, field, errs: &mut Errors| -> Option<String> {
+        let np = join(p, key);
+        let n: String = take(&np, field, errs)?;
+        if !token(&n) {
+            errs.at(&np, format!("`{n}` is not a header name")).hint =
+                Some("use letters, digits and -, e.g. X-Session-Id".into());
+            return None;
+        }
+        Some(n.to_ascii_lowercase())
+    };
+    let np = join(p, "name");
+    let Some(name) = header_name("name", name, errs) else {
+        if !errs.list.iter().any(|e| e.path == np) {
+            errs.at(&np, "is required").hint = Some("write name: X-Session-Id".into());
+        }
+        return None;
+    };
+    let ttl_header = header_name("ttl_header", ttl_header, errs);
+    let ttl_p = join(p, "ttl");
+    let ttl = duration(&ttl_p, ttl, Duration::from_secs(15 * 60), errs);
+    let max_ttl = duration(&join(p, "max_ttl"), max_ttl, Duration::from_secs(4 * 3600), errs);
+    ttl_bounds(&ttl_p, ttl, max_ttl, errs);
+    Some(HeaderPersistence {
+        name,
+        ttl,
+        ttl_header,
+        max_ttl,
+    })
+}
+
+fn ttl_bounds(ttl_p: &str, ttl: Duration, max_ttl: Duration, errs: &mut Errors) {
+    if ttl < Duration::from_secs(1) {
+        errs.at(ttl_p, "must be at least 1s").hint = Some("write e.g. 15m".into());
+    }
+    if ttl > max_ttl {
+        errs.at(
+            ttl_p,
+            format!("{} is above max_ttl {}", human(ttl), human(max_ttl)),
+        )
+        .hint = Some("lower ttl or raise max_ttl".into());
+    }
+}
+
 fn routes(
     field: Option<Lenient<Vec<Lenient<s::Route>>>>,
     pools: &BTreeMap<PoolId, Pool>,
@@ -502,8 +702,8 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
         unknown,
     } = surface;
     unknown_keys(p, &unknown, s::POOL_KEYS, errs);
+    let hash = hash_config(&join(p, "hash"), hash, errs);
     for (key, v) in [
-        ("hash", &hash),
         ("slow_start", &slow_start),
         ("rebalance", &rebalance),
         ("health_check", &health_check),
@@ -518,10 +718,7 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
         None | Some("round_robin") => Balance::RoundRobin,
         Some("least_requests") => Balance::LeastRequests,
         Some("random") => Balance::Random,
-        Some("consistent_hash") => {
-            not_yet(&bp, errs);
-            Balance::RoundRobin
-        }
+        Some("consistent_hash") => Balance::ConsistentHash,
         Some(other) => {
             let names = ["round_robin", "least_requests", "random", "consistent_hash"];
             let e = errs.at(&bp, format!("`{other}` is not one of {}", names.join(", ")));
@@ -579,11 +776,6 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
                 Some("write - cookie: {...} (or source_ip, header, hash) as separate list items".into());
             continue;
         }
-        for (key, v) in [("source_ip", &source_ip), ("header", &header), ("hash", &hash)] {
-            if v.is_some() {
-                not_yet(&join(&mp, key), errs);
-            }
-        }
         let cp = join(&mp, "cookie");
         if let Some(c) = take(&cp, cookie, errs).and_then(|c| cookie_method(&cp, c, errs)) {
             if !cookie_names.insert(c.name.clone()) {
@@ -593,6 +785,29 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
                 );
             }
             methods.push(Persistence::Cookie(c));
+        }
+        let sp = join(&mp, "source_ip");
+        if let Some(v) = take(&sp, source_ip, errs) {
+            methods.push(Persistence::SourceIp(source_ip_method(&sp, v, errs)));
+        }
+        let hp = join(&mp, "header");
+        if let Some(h) = take(&hp, header, errs).and_then(|h| header_method(&hp, h, errs)) {
+            methods.push(Persistence::Header(h));
+        }
+        let hp = join(&mp, "hash");
+        if let Some(m) = take(&hp, hash, errs) {
+            if !m.is_empty() {
+                errs.at(&hp, "takes no keys here").hint =
+                    Some("write hash: {} and set the key under the pool's hash:".into());
+            }
+            methods.push(Persistence::Hash);
+        }
+    }
+    let mut kinds = HashSet::new();
+    for m in &methods {
+        if !matches!(m, Persistence::Cookie(_)) && !kinds.insert(m.method()) {
+            errs.at(&join(p, "persistence"), format!("{} is listed twice", m.method()))
+                .hint = Some("list each table or hash method once per pool".into());
         }
     }
     let bkp = join(p, "backends");
@@ -627,6 +842,7 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
     Some(Pool {
         id: PoolId::new(name),
         balance,
+        hash,
         persistence: methods,
         on_backend_down,
         retries,
@@ -648,12 +864,13 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
         unknown,
     } = c;
     unknown_keys(p, &unknown, s::COOKIE_KEYS, errs);
-    if follow.is_some() {
-        errs.at(
-            &join(p, "follow"),
-            "application-controlled cookies are not supported yet by this version of limpet",
-        )
-        .hint = Some("remove follow: to use a duration-based cookie".into());
+    let fp = join(p, "follow");
+    let follow = take(&fp, follow, errs);
+    if let Some(f) = &follow {
+        if !token(f) {
+            errs.at(&fp, format!("`{f}` is not a valid cookie name")).hint =
+                Some("name the application's session cookie, e.g. JSESSIONID".into());
+        }
     }
     let np = join(p, "name");
     let name = take(&np, name, errs).unwrap_or_else(|| "LIMPET".into());
@@ -664,15 +881,12 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
     let ttl_p = join(p, "ttl");
     let ttl = duration(&ttl_p, ttl, Duration::from_secs(15 * 60), errs);
     let max_ttl = duration(&join(p, "max_ttl"), max_ttl, Duration::from_secs(4 * 3600), errs);
-    if ttl < Duration::from_secs(1) {
-        errs.at(&ttl_p, "must be at least 1s").hint = Some("write e.g. 15m".into());
-    }
-    if ttl > max_ttl {
-        errs.at(
-            &ttl_p,
-            format!("{} is above max_ttl {}", human(ttl), human(max_ttl)),
-        )
-        .hint = Some("lower ttl or raise max_ttl".into());
+    ttl_bounds(&ttl_p, ttl, max_ttl, errs);
+    if let Some(f) = &follow {
+        if *f == name {
+            errs.at(&fp, "names limpet's own cookie").hint =
+                Some("give limpet's cookie a name of its own".into());
+        }
     }
     let pp = join(p, "path");
     let path = take(&pp, path, errs).unwrap_or_else(|| "/".into());
@@ -717,6 +931,7 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
     );
     Some(CookiePersistence {
         name,
+        follow,
         ttl,
         max_ttl,
         path,
