@@ -6,3 +6,4 @@ mod cli;
 mod cookie;
 mod failover;
 mod streaming;
+mod tables;

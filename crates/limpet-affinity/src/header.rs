@@ -127,6 +127,7 @@ mod tests {
     fn cfg() -> CookiePersistence {
         CookiePersistence {
             name: "LIMPET".into(),
+            follow: None,
             ttl: Duration::from_secs(900),
             max_ttl: Duration::from_secs(14400),
             path: "/".into(),

@@ -866,6 +866,13 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
     unknown_keys(p, &unknown, s::COOKIE_KEYS, errs);
     let fp = join(p, "follow");
     let follow = take(&fp, follow, errs);
+    if follow.is_some() {
+        errs.at(
+            &fp,
+            "application-controlled cookies are not supported yet by this version of limpet",
+        )
+        .hint = Some("remove follow: to use a duration-based cookie".into());
+    }
     if let Some(f) = &follow {
         if !token(f) {
             errs.at(&fp, format!("`{f}` is not a valid cookie name")).hint =

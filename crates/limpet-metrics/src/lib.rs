@@ -30,6 +30,9 @@ pub struct Metrics {
     state: IntGaugeVec,
     weight: IntGaugeVec,
     decisions: IntCounterVec,
+    backend_sessions: IntGaugeVec,
+    store_entries: IntGaugeVec,
+    store_errors: IntCounterVec,
     pub config_generation: IntGauge,
     config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
@@ -193,8 +196,66 @@ impl Metrics {
                     "Unix time of the last successful configuration load.",
                 )?,
             )?,
+            backend_sessions: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "limpet_backend_sessions",
+                        "Live sticky sessions pinned to a backend in session tables.",
+                    ),
+                    pb,
+                )?,
+            )?,
+            store_entries: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "limpet_session_store_entries",
+                        "Entries of a pool in the session store.",
+                    ),
+                    &["pool"],
+                )?,
+            )?,
+            store_errors: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_session_store_errors_total",
+                        "Session store operations that failed, and entries evicted to respect the bound.",
+                    ),
+                    &["kind"],
+                )?,
+            )?,
             registry: r,
         })
+    }
+
+    /// Publishes a backend's live table sessions (refreshed at scrape time).
+    pub fn set_backend_sessions(&self, pool: &str, backend: &str, n: u64) {
+        self.backend_sessions
+            .with_label_values(&[pool, backend])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Publishes a pool's entries in the session store (refreshed at scrape time).
+    pub fn set_store_entries(&self, pool: &str, n: u64) {
+        self.store_entries
+            .with_label_values(&[pool])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Removes a pool's store series when a reload drops the pool.
+    pub fn remove_store_entries(&self, pool: &str) {
+        let _ = self.store_entries.remove_label_values(&[pool]);
+    }
+
+    /// Raises `limpet_session_store_errors_total{kind}` to a store's running total.
+    pub fn sync_store_errors(&self, kind: &str, total: u64) {
+        let c = self.store_errors.with_label_values(&[kind]);
+        let seen = c.get();
+        if total > seen {
+            c.inc_by(total - seen);
+        }
     }
 
     /// Handles for one backend; also publishes its state and weight.
@@ -234,6 +295,7 @@ impl Metrics {
         let _ = self.in_flight.remove_label_values(&[pool, backend]);
         let _ = self.connect_errors.remove_label_values(&[pool, backend]);
         let _ = self.weight.remove_label_values(&[pool, backend]);
+        let _ = self.backend_sessions.remove_label_values(&[pool, backend]);
     }
 
     /// Decision counters for a pool's methods (names) × outcomes (names).

@@ -6,6 +6,7 @@ use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
+use limpet_sessions::SessionStore;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde::Serialize;
@@ -45,6 +46,9 @@ struct BackendStatus<'a> {
     state: &'static str,
     weight: u32,
     in_flight: i64,
+    /// Live table sessions; absent for pools without session tables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions: Option<u64>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -77,8 +81,9 @@ impl Admin {
                         limpet_config::Balance::RoundRobin => "round_robin",
                         limpet_config::Balance::LeastRequests => "least_requests",
                         limpet_config::Balance::Random => "random",
+                        limpet_config::Balance::ConsistentHash => "consistent_hash",
                     },
-                    persistence: p.cookie.iter().map(|_| "cookie").collect(),
+                    persistence: p.methods.iter().map(|m| m.method()).collect(),
                     backends: p
                         .backends
                         .iter()
@@ -88,6 +93,7 @@ impl Admin {
                             state: b.state.as_str(),
                             weight: b.weight,
                             in_flight: b.metrics.in_flight.get(),
+                            sessions: p.uses_tables.then(|| self.shared.store.sessions(&p.id, &b.id)),
                         })
                         .collect(),
                 })
@@ -103,11 +109,14 @@ impl ServeHttp for Admin {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
             "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/metrics" => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.shared.metrics.render(),
-            ),
+            "/metrics" => {
+                self.shared.refresh_store_metrics();
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.shared.metrics.render(),
+                )
+            }
             "/status" => respond(StatusCode::OK, "application/json", self.status()),
             _ => respond(
                 StatusCode::NOT_FOUND,

@@ -113,6 +113,8 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
         "server.log_format",
         old.server.log_format == new.server.log_format,
     );
+    // The table's bound is fixed when the store is made; its sessions outlive reloads.
+    check("session_store", old.session_store == new.session_store);
     if errs.is_empty() {
         Ok(())
     } else {
@@ -130,8 +132,17 @@ impl BackgroundService for Control {
                 return;
             }
         };
+        // Expired table entries are also dropped when read; the sweep frees the rest.
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(1));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sweep.tick() => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    self.shared.store.sweep(now);
+                }
                 _ = shutdown.changed() => {
                     self.drain().await;
                     return;

@@ -6,6 +6,7 @@ mod admin;
 mod control;
 mod keys;
 mod load;
+mod persist;
 mod proxy;
 mod request;
 mod snapshot;

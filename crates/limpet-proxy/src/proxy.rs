@@ -13,10 +13,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use limpet_affinity::{
-    cookie_values, encode, private_cache_control, resolve_cookie, set_cookie, CookieLookup, Outcome,
-};
-use limpet_balance::{pick_least_requests, pick_weighted_random};
+use limpet_affinity::{encode, private_cache_control, set_cookie, Outcome};
+use limpet_balance::{pick_least_requests, pick_weighted_random, Bound};
 use limpet_config::{Balance, OnBackendDown};
 use limpet_metrics::InFlight;
 use pingora_core::connectors::TransportConnector;
@@ -25,8 +23,9 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::persist::{self, Eval, RequestView};
 use crate::request;
-use crate::snapshot::{outcome_index, Active, PoolRt, Shared, Snapshot, METHOD_COOKIE};
+use crate::snapshot::{outcome_index, Active, PoolRt, Shared, Snapshot};
 use crate::upgrade;
 
 pub struct Limpet {
@@ -63,6 +62,10 @@ pub struct Ctx {
     started: Option<Instant>,
     in_flight: Option<InFlight>,
     client: Option<IpAddr>,
+    /// What each consulted persistence method found.
+    evals: Vec<Eval>,
+    /// The request's consistent-hash key, when the pool hashes and the request has one.
+    hash_key: Option<u64>,
 }
 
 impl Ctx {
@@ -70,10 +73,14 @@ impl Ctx {
         snap.pools.get(self.pool?)
     }
 
-    /// True when the backend serving now is not the one the request arrived pinned to:
-    /// a new session, or one moved by failover. Either way a cookie must be issued.
-    fn needs_cookie(&self) -> bool {
-        self.chosen.is_some() && self.chosen != self.pinned
+    /// True when the cookie method was consulted and its cookie must change: it missed,
+    /// or failover moved the session to another backend.
+    fn needs_cookie(&self, pool: &PoolRt) -> bool {
+        self.chosen.is_some()
+            && self.evals.iter().any(|e| {
+                matches!(pool.methods[e.method], limpet_config::Persistence::Cookie(_))
+                    && (e.outcome != Outcome::Hit || self.chosen != self.pinned)
+            })
     }
 
     /// Chooses the backend of the next attempt: the pinned one unless it was tried
@@ -86,7 +93,7 @@ impl Ctx {
         }
         let pick = match self.pinned {
             Some(p) if !self.tried.contains(&p) => Some(p),
-            _ => pick_new(pool, &self.tried),
+            _ => pick_new(pool, &self.tried, self.hash_key),
         }?;
         self.chosen = Some(pick);
         self.first.get_or_insert(pick);
@@ -159,6 +166,15 @@ pub(crate) fn forwarding_headers(session: &Session, upstream: &mut RequestHeader
     Ok(())
 }
 
+/// Records the serving backend in the session tables the request consulted.
+pub(crate) async fn record(shared: &Shared, snap: &Snapshot, ctx: &Ctx) {
+    let (Some(pool), Some(i)) = (ctx.pool(snap), ctx.chosen) else {
+        return;
+    };
+    let moved = ctx.pinned.is_some() && ctx.chosen != ctx.pinned;
+    persist::record_tables(shared.store.as_ref(), pool, &ctx.evals, i, moved, unix_now()).await;
+}
+
 /// Adds what limpet says in a backend's response: the affinity cookie when the request
 /// starts or moves a session, and the debug header.
 pub(crate) fn decorate_response(snap: &Snapshot, ctx: &Ctx, resp: &mut ResponseHeader) -> Result<()> {
@@ -166,7 +182,7 @@ pub(crate) fn decorate_response(snap: &Snapshot, ctx: &Ctx, resp: &mut ResponseH
         return Ok(());
     };
     let backend = &pool.backends[i];
-    if let (Some(cookie), Some(keys), true) = (&pool.cookie, &snap.keyring, ctx.needs_cookie()) {
+    if let (Some(cookie), Some(keys), true) = (&pool.cookie, &snap.keyring, ctx.needs_cookie(pool)) {
         let value = encode(
             keys,
             pool.id.as_str(),
@@ -226,9 +242,21 @@ fn may_take_new(pool: &PoolRt, tried: &[usize], i: usize) -> bool {
 
 /// Chooses a backend for a new session among those that take new sessions and were not
 /// tried yet in this request.
-fn pick_new(pool: &PoolRt, tried: &[usize]) -> Option<usize> {
+fn pick_new(pool: &PoolRt, tried: &[usize], hash_key: Option<u64>) -> Option<usize> {
     let eligible = |i: usize| may_take_new(pool, tried, i);
+    let load = |i: usize| pool.backends[i].metrics.in_flight.get().max(0) as u64;
     match pool.balance {
+        Balance::ConsistentHash => match (&pool.ring, hash_key) {
+            (Some(ring), Some(key)) => {
+                let bound = pool
+                    .hash
+                    .balance_factor
+                    .map(|factor| Bound { factor, load: &load });
+                ring.pick(key, eligible, bound)
+            }
+            // No key in this request: spread it like round robin does.
+            _ => pool.round_robin.pick(eligible),
+        },
         Balance::RoundRobin => pool.round_robin.pick(eligible),
         Balance::Random => pick_weighted_random(&pool.weights, eligible, rand::random()),
         Balance::LeastRequests => pick_least_requests(
@@ -259,6 +287,8 @@ impl ProxyHttp for Limpet {
             started: None,
             in_flight: None,
             client: None,
+            evals: Vec::new(),
+            hash_key: None,
         }
     }
 
@@ -290,40 +320,33 @@ impl ProxyHttp for Limpet {
         ctx.pool = Some(pool_index);
         let pool = &snap.pools[pool_index];
 
-        if let (Some(cookie), Some(keys)) = (&pool.cookie, &snap.keyring) {
-            let values = cookie_values(
-                req.headers
-                    .get_all(http::header::COOKIE)
-                    .iter()
-                    .map(|v| v.as_bytes()),
-                cookie.name.as_bytes(),
-            );
-            let lookup = resolve_cookie(keys, pool.id.as_str(), cookie.max_ttl, values, unix_now(), |id| {
-                let i = pool.backend_index(id)?;
-                Some((i, pool.backends[i].keeps_sessions()))
-            });
-            let outcome = match lookup {
-                CookieLookup::Hit(i) => {
-                    ctx.pinned = Some(i);
-                    Outcome::Hit
-                }
-                CookieLookup::Miss(o) => o,
-            };
-            ctx.outcome = Some(outcome);
-            pool.decisions.count(METHOD_COOKIE, outcome_index(outcome));
-            if outcome == Outcome::BackendDown && pool.on_backend_down == OnBackendDown::Strict {
-                return respond(
-                    session,
-                    503,
-                    "limpet: the backend of this session is unavailable\n",
-                    true,
-                )
-                .await;
-            }
+        let view = RequestView {
+            headers: &req.headers,
+            query: req.uri.query(),
+            path: req.uri.path().as_bytes(),
+            client: ctx.client,
+        };
+        if pool.ring.is_some() {
+            let mut buf = Vec::new();
+            ctx.hash_key =
+                persist::hash_source(&pool.hash.key, &view, &mut buf).map(limpet_balance::hash_bytes);
+        }
+        let resolution = persist::resolve(&snap, pool, self.shared.store.as_ref(), &view, unix_now()).await;
+        ctx.pinned = resolution.pinned;
+        ctx.outcome = resolution.evals.last().map(|e| e.outcome);
+        ctx.evals = resolution.evals;
+        if resolution.strict_refusal {
+            return respond(
+                session,
+                503,
+                "limpet: the backend of this session is unavailable\n",
+                true,
+            )
+            .await;
         }
         if session.is_upgrade_req() {
             // Upgrades (WebSocket) get their own fresh upstream connection and tunnel.
-            return upgrade::tunnel(&self.connector, session, ctx, &snap).await;
+            return upgrade::tunnel(&self.shared, &self.connector, session, ctx, &snap).await;
         }
         Ok(false)
     }
@@ -379,10 +402,11 @@ impl ProxyHttp for Limpet {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        match &ctx.snap {
-            Some(snap) => decorate_response(snap, ctx, resp),
-            None => Ok(()),
-        }
+        let Some(snap) = ctx.snap.clone() else {
+            return Ok(());
+        };
+        record(&self.shared, &snap, ctx).await;
+        decorate_response(&snap, ctx, resp)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -394,12 +418,12 @@ impl ProxyHttp for Limpet {
         // Failover moved the request off the backend it started on.
         let repinned = ctx.chosen.is_some() && ctx.chosen != ctx.first;
         let mut outcome = ctx.outcome;
-        if let (Some(pool), true) = (pool, repinned) {
-            if pool.cookie.is_some() {
-                pool.decisions
-                    .count(METHOD_COOKIE, outcome_index(Outcome::Repinned));
-                outcome = Some(Outcome::Repinned);
-            }
+        if let (Some(pool), Some(deciding), true) = (pool, ctx.evals.last(), repinned) {
+            pool.decisions.count(
+                pool.method_label[deciding.method],
+                outcome_index(Outcome::Repinned),
+            );
+            outcome = Some(Outcome::Repinned);
         }
         let backend = pool.zip(ctx.chosen).map(|(p, i)| &p.backends[i]);
         if let (Some(b), Some(elapsed)) = (backend, elapsed) {

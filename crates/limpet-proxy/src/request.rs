@@ -105,3 +105,63 @@ mod tests {
         assert_eq!(client_ip(lb, &bad, &trusted), lb);
     }
 }
+
+/// The client address masked to its prefix, as table-key bytes: the family's tag, the
+/// prefix length and the masked address, so that 10.0.0.0/8 and 10.0.0.0/24 never share
+/// a key.
+pub fn masked_ip(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let net = ipnet::Ipv4Net::new(v4, v4_prefix.min(32)).map_or(v4, |n| n.network());
+            let mut out = vec![4, v4_prefix];
+            out.extend_from_slice(&net.octets());
+            out
+        }
+        IpAddr::V6(v6) => {
+            // An IPv4-mapped address is the IPv4 client it carries.
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return masked_ip(IpAddr::V4(v4), v4_prefix, v6_prefix);
+            }
+            let net = ipnet::Ipv6Net::new(v6, v6_prefix.min(128)).map_or(v6, |n| n.network());
+            let mut out = vec![6, v6_prefix];
+            out.extend_from_slice(&net.octets());
+            out
+        }
+    }
+}
+
+/// The raw value of query parameter `name` (not percent-decoded: the bytes are only
+/// hashed, and one spelling per client is what keeps it on one backend).
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a [u8]> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v.as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn masks_by_family_and_prefix() {
+        let a: IpAddr = "192.0.2.77".parse().unwrap();
+        let b: IpAddr = "192.0.2.200".parse().unwrap();
+        assert_eq!(masked_ip(a, 24, 64), masked_ip(b, 24, 64));
+        assert_ne!(masked_ip(a, 32, 64), masked_ip(b, 32, 64));
+        let mapped: IpAddr = "::ffff:192.0.2.77".parse().unwrap();
+        assert_eq!(masked_ip(mapped, 32, 64), masked_ip(a, 32, 64));
+        let x: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let y: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(masked_ip(x, 32, 64), masked_ip(y, 32, 64));
+        assert_ne!(masked_ip(x, 32, 128), masked_ip(y, 32, 128));
+    }
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(query_param(Some("a=1&room=42&b"), "room"), Some(&b"42"[..]));
+        assert_eq!(query_param(Some("a=1&b"), "b"), Some(&b""[..]));
+        assert_eq!(query_param(Some("a=1"), "room"), None);
+        assert_eq!(query_param(None, "room"), None);
+    }
+}

@@ -9,12 +9,13 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use limpet_affinity::{Keyring, Outcome};
-use limpet_balance::RoundRobin;
+use limpet_balance::{HashRing, RoundRobin};
 use limpet_config::{
-    Backend, BackendId, BackendState, Balance, Config, CookiePersistence, HostMatch, OnBackendDown,
-    Persistence, PoolId,
+    Backend, BackendId, BackendState, Balance, Config, CookiePersistence, HashConfig, HostMatch,
+    OnBackendDown, Persistence, PoolId,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
+use limpet_sessions::MemoryStore;
 
 use crate::load::Loaded;
 
@@ -26,6 +27,28 @@ pub struct Shared {
     pub last_reload_error: arc_swap::ArcSwapOption<String>,
     /// Downstream requests in progress (WebSockets included), for graceful stop.
     pub active: Arc<std::sync::atomic::AtomicUsize>,
+    /// Session tables; outlive every snapshot, so sessions survive reloads.
+    pub store: Arc<MemoryStore>,
+}
+
+impl Shared {
+    /// Publishes the store's gauges for the current snapshot (called at scrape time).
+    pub fn refresh_store_metrics(&self) {
+        use limpet_sessions::SessionStore;
+        let snap = self.current.load_full();
+        for pool in snap.pools.iter().filter(|p| p.uses_tables) {
+            self.metrics
+                .set_store_entries(pool.id.as_str(), self.store.entries(&pool.id));
+            for b in &pool.backends {
+                self.metrics.set_backend_sessions(
+                    pool.id.as_str(),
+                    b.id.as_str(),
+                    self.store.sessions(&pool.id, &b.id),
+                );
+            }
+        }
+        self.metrics.sync_store_errors("evicted", self.store.evicted());
+    }
 }
 
 /// Counts one downstream request while alive.
@@ -66,7 +89,17 @@ pub struct PoolRt {
     pub weights: Vec<u32>,
     pub backends: Vec<BackendRt>,
     by_id: HashMap<Box<[u8]>, usize>,
+    /// The first cookie method: the cookie limpet issues.
     pub cookie: Option<CookiePersistence>,
+    /// Every persistence method, in the configured order.
+    pub methods: Vec<Persistence>,
+    /// `methods[i]`'s row in `decisions` (one row per distinct method name).
+    pub method_label: Vec<usize>,
+    /// Does any method keep sessions in the store?
+    pub uses_tables: bool,
+    pub hash: HashConfig,
+    /// Built when the pool hashes (balance `consistent_hash` or method `hash`).
+    pub ring: Option<HashRing>,
     pub on_backend_down: OnBackendDown,
     pub retries: u32,
     pub decisions: DecisionMetrics,
@@ -80,9 +113,8 @@ pub struct BackendRt {
     pub metrics: BackendMetrics,
 }
 
-/// Persistence method names, as used in the `method` label.
-pub const METHOD_COOKIE: usize = 0;
-const METHODS: [&str; 1] = ["cookie"];
+/// Every persistence method name, as used in the `method` label.
+const METHODS: [&str; 4] = ["cookie", "source_ip", "header", "hash"];
 
 pub fn outcome_index(o: Outcome) -> usize {
     Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0)
@@ -146,13 +178,34 @@ impl Snapshot {
                 .iter()
                 .map(|b| if b.takes_new() { b.weight } else { 0 })
                 .collect();
-            let cookie = pool
+            let cookie = pool.persistence.iter().find_map(|p| match p {
+                Persistence::Cookie(c) => Some(c.clone()),
+                Persistence::SourceIp(_) | Persistence::Header(_) | Persistence::Hash => None,
+            });
+            let mut labels: Vec<&str> = Vec::new();
+            let method_label = pool
                 .persistence
                 .iter()
-                .map(|p| match p {
-                    Persistence::Cookie(c) => c.clone(),
+                .map(|m| match labels.iter().position(|l| *l == m.method()) {
+                    Some(i) => i,
+                    None => {
+                        labels.push(m.method());
+                        labels.len() - 1
+                    }
                 })
-                .next();
+                .collect();
+            let uses_tables = pool
+                .persistence
+                .iter()
+                .any(|m| matches!(m, Persistence::SourceIp(_) | Persistence::Header(_)));
+            let hashes = pool.balance == Balance::ConsistentHash
+                || pool.persistence.iter().any(|m| matches!(m, Persistence::Hash));
+            // Every configured backend owns points, whatever its state: exclusions are
+            // made per pick, so a state change never reshuffles the others' keys.
+            let ring = hashes.then(|| {
+                let ids: Vec<(&str, u32)> = backends.iter().map(|b| (b.id.as_str(), b.weight)).collect();
+                HashRing::new(&ids)
+            });
             let outcomes = Outcome::ALL.map(Outcome::as_str);
             pools.push(PoolRt {
                 id: pool.id.clone(),
@@ -166,9 +219,14 @@ impl Snapshot {
                 weights,
                 backends,
                 cookie,
+                decisions: metrics.decisions(pool.id.as_str(), &labels, &outcomes),
+                methods: pool.persistence.clone(),
+                method_label,
+                uses_tables,
+                hash: pool.hash.clone(),
+                ring,
                 on_backend_down: pool.on_backend_down,
                 retries: pool.retries,
-                decisions: metrics.decisions(pool.id.as_str(), &METHODS, &outcomes),
             });
         }
         let routes = config
@@ -190,11 +248,15 @@ impl Snapshot {
                         metrics.remove_backend(old.id.as_str(), b.id.as_str(), &states);
                     }
                 }
-                if now.is_none() {
-                    let outcomes = Outcome::ALL.map(Outcome::as_str);
-                    for m in METHODS {
+                let outcomes = Outcome::ALL.map(Outcome::as_str);
+                for m in METHODS {
+                    let kept = now.is_some_and(|p| p.methods.iter().any(|x| x.method() == m));
+                    if !kept {
                         metrics.remove_decisions(old.id.as_str(), m, &outcomes);
                     }
+                }
+                if now.is_none_or(|p| !p.uses_tables) {
+                    metrics.remove_store_entries(old.id.as_str());
                 }
             }
         }

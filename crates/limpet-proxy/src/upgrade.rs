@@ -16,8 +16,10 @@ use pingora_core::protocols::http::v1::client::HttpSession as Upstream;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use crate::proxy::{decorate_response, forwarding_headers, peer_for, respond, AfterConnectFailure, Ctx};
-use crate::snapshot::Snapshot;
+use crate::proxy::{
+    decorate_response, forwarding_headers, peer_for, record, respond, AfterConnectFailure, Ctx,
+};
+use crate::snapshot::{Shared, Snapshot};
 
 /// Informational responses (`100 Continue`, `103`) skipped before the real answer.
 const MAX_INFORMATIONAL: usize = 8;
@@ -25,6 +27,7 @@ const MAX_INFORMATIONAL: usize = 8;
 /// Proxies one upgrade request to the end of its tunnel. Always answers the client,
 /// so it returns `Ok(true)` ("response written") unless the client itself failed.
 pub(crate) async fn tunnel(
+    shared: &Shared,
     connector: &TransportConnector,
     session: &mut Session,
     ctx: &mut Ctx,
@@ -106,6 +109,8 @@ pub(crate) async fn tunnel(
         )
         .await;
     };
+    record(shared, snap, ctx).await;
+    record(shared, snap, ctx).await;
     decorate_response(snap, ctx, &mut head)?;
     session.write_response_header(head, false).await?;
 

@@ -113,6 +113,7 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
     server.bootstrap();
 
     let metrics = limpet_metrics::Metrics::new().context("creating metrics")?;
+    let max_entries = loaded.config.session_store.max_entries;
     let snapshot = Snapshot::build(loaded, 1, &metrics, None);
     metrics.config_generation.set(1);
     metrics.count_reload(true);
@@ -127,6 +128,7 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
         metrics,
         last_reload_error: arc_swap::ArcSwapOption::empty(),
         active: Default::default(),
+        store: Arc::new(limpet_sessions::MemoryStore::new(max_entries)),
     });
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(

@@ -1,0 +1,254 @@
+//! Table-based persistence (`header`, `source_ip`) and consistent hashing, end to end:
+//! the triad per method, static TTLs that later requests never extend, bad input,
+//! spoofed X-Forwarded-For, metrics, and sessions that survive a reload.
+
+use std::time::{Duration, Instant};
+
+use limpet_e2e::*;
+
+/// A config whose pool `web` uses `persistence` (YAML list items, 6-space indented).
+fn yaml(
+    lb: (std::net::SocketAddr, std::net::SocketAddr),
+    bs: &str,
+    persistence: &str,
+    pool: &str,
+    server: &str,
+) -> String {
+    let (listen, admin) = lb;
+    format!(
+        r#"server:
+  threads: 2
+  upstream_connect_timeout: 1s
+{server}listeners:
+  - address: "{listen}"
+admin:
+  address: "{admin}"
+routes:
+  - host: "*"
+    path_prefix: /
+    pool: web
+pools:
+  web:
+{pool}    persistence:
+{persistence}    backends:
+{bs}"#
+    )
+}
+
+async fn start(bs: &[Backend], persistence: &str, pool: &str, server: &str) -> Limpet {
+    let (addr, admin) = (free_addr(), free_addr());
+    Limpet::start_with(
+        &yaml((addr, admin), &backend_list(bs), persistence, pool, server),
+        addr,
+        admin,
+    )
+    .await
+}
+
+async fn with_header(c: &reqwest::Client, lb: &Limpet, name: &str, value: &[u8]) -> Reply {
+    let resp = c
+        .get(lb.url("/"))
+        .header(name, reqwest::header::HeaderValue::from_bytes(value).unwrap())
+        .send()
+        .await
+        .unwrap();
+    reply(resp, "LIMPET").await
+}
+
+async fn decisions(lb: &Limpet, method: &str, outcome: &str) -> f64 {
+    lb.metric(&format!(
+        r#"limpet_persistence_decisions_total{{method="{method}",outcome="{outcome}",pool="web"}}"#
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_table_triad_static_ttl_and_bad_input() {
+    let bs = backends("h", 3).await;
+    let lb = start(
+        &bs,
+        "      - header: { name: X-Session-Id, ttl: 2s, ttl_header: X-Session-TTL, max_ttl: 1h }\n",
+        "",
+        "",
+    )
+    .await;
+    let c = client();
+    // No session yet: a new pin. Same id: same backend, every time.
+    let created = Instant::now();
+    let first = with_header(&c, &lb, "x-session-id", b"alice").await;
+    assert_eq!(first.status, 200);
+    for _ in 0..20 {
+        assert_eq!(
+            with_header(&c, &lb, "x-session-id", b"alice").await.backend,
+            first.backend
+        );
+    }
+    // Another id lands on the next backend (round robin).
+    let bob = with_header(&c, &lb, "x-session-id", b"bob").await;
+    assert_ne!(bob.backend, first.backend);
+    assert_eq!(decisions(&lb, "header", "new").await, 2.0);
+    assert_eq!(decisions(&lb, "header", "hit").await, 20.0);
+    // Requests during the session never extend it: keep asking until it expires.
+    let mut expired_after = None;
+    while created.elapsed() < Duration::from_secs(5) {
+        with_header(&c, &lb, "x-session-id", b"alice").await;
+        if decisions(&lb, "header", "expired").await == 1.0 {
+            expired_after = Some(created.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = expired_after.expect("the session never expired despite its static 2s TTL");
+    assert!(
+        after >= Duration::from_secs(2) && after < Duration::from_secs(4),
+        "{after:?}"
+    );
+    // Bad input: empty, oversized, malformed TTL, non-UTF-8 — never a 5xx.
+    let empty = with_header(&c, &lb, "x-session-id", b"").await;
+    assert_eq!(empty.status, 200);
+    let huge = with_header(&c, &lb, "x-session-id", &[b'x'; 4000]).await;
+    assert_eq!(huge.status, 200);
+    assert_eq!(decisions(&lb, "header", "invalid").await, 2.0);
+    let raw = with_header(&c, &lb, "x-session-id", b"caf\xe9-\xff").await;
+    assert_eq!(raw.status, 200);
+    assert_eq!(
+        with_header(&c, &lb, "x-session-id", b"caf\xe9-\xff")
+            .await
+            .backend,
+        raw.backend
+    );
+    let resp = c
+        .get(lb.url("/"))
+        .header("x-session-id", "carol")
+        .header("x-session-ttl", "forever")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Table gauges follow the live sessions.
+    let entries = lb.metric(r#"limpet_session_store_entries{pool="web"}"#).await;
+    let sessions: f64 = {
+        let mut sum = 0.0;
+        for b in &bs {
+            sum += lb
+                .metric(&format!(
+                    r#"limpet_backend_sessions{{backend="{}",pool="web"}}"#,
+                    b.id
+                ))
+                .await;
+        }
+        sum
+    };
+    assert!(entries >= 3.0, "entries {entries}");
+    assert_eq!(entries, sessions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_uses_forwarded_for_only_from_trusted_peers() {
+    let bs = backends("ip", 3).await;
+    let persistence = "      - source_ip: { ttl: 15m, ipv4_prefix: 24 }\n";
+    // Untrusted peer: X-Forwarded-For is ignored, every "client" is 127.0.0.1.
+    let lb = start(&bs, persistence, "", "").await;
+    let c = client();
+    let home = with_header(&c, &lb, "x-forwarded-for", b"198.51.100.1")
+        .await
+        .backend;
+    for i in 2..12 {
+        let spoofed = format!("203.0.{i}.9");
+        assert_eq!(
+            with_header(&c, &lb, "x-forwarded-for", spoofed.as_bytes())
+                .await
+                .backend,
+            home
+        );
+    }
+    drop(lb);
+    // Trusted peer: the forwarded client counts, masked to /24.
+    let lb = start(&bs, persistence, "", "  trusted_proxies: [127.0.0.1]\n").await;
+    let a1 = with_header(&c, &lb, "x-forwarded-for", b"10.1.1.1").await.backend;
+    let a2 = with_header(&c, &lb, "x-forwarded-for", b"10.1.1.200")
+        .await
+        .backend;
+    let b1 = with_header(&c, &lb, "x-forwarded-for", b"10.1.2.1").await.backend;
+    assert_eq!(a1, a2, "same /24, same session");
+    assert_ne!(a1, b1, "round robin gives the next /24 the next backend");
+    for _ in 0..10 {
+        assert_eq!(
+            with_header(&c, &lb, "x-forwarded-for", b"10.1.2.77")
+                .await
+                .backend,
+            b1
+        );
+    }
+    assert_eq!(decisions(&lb, "source_ip", "new").await, 2.0);
+    assert_eq!(decisions(&lb, "source_ip", "hit").await, 11.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_sessions_survive_reload_and_leave_disabled_backends() {
+    let bs = backends("r", 3).await;
+    let persistence = "      - header: { name: X-Session-Id, ttl: 15m }\n";
+    let (addr, admin) = (free_addr(), free_addr());
+    let text = yaml((addr, admin), &backend_list(&bs), persistence, "", "");
+    let lb = Limpet::start_with(&text, addr, admin).await;
+    let c = client();
+    let mut homes = Vec::new();
+    for u in 0..9 {
+        let id = format!("user-{u}");
+        homes.push(with_header(&c, &lb, "x-session-id", id.as_bytes()).await.backend);
+    }
+    // Disable one backend by reload: only its users move, and they stay moved.
+    let victim = homes[0].clone();
+    let list = backend_list(&bs).replace(
+        &format!("id: {victim},"),
+        &format!("id: {victim}, state: disabled,"),
+    );
+    assert!(lb.reload(&yaml((addr, admin), &list, persistence, "", "")).await);
+    for (u, home) in homes.iter().enumerate() {
+        let id = format!("user-{u}");
+        let now = with_header(&c, &lb, "x-session-id", id.as_bytes()).await.backend;
+        if *home == victim {
+            assert_ne!(now, victim);
+            for _ in 0..3 {
+                assert_eq!(
+                    with_header(&c, &lb, "x-session-id", id.as_bytes()).await.backend,
+                    now
+                );
+            }
+        } else {
+            assert_eq!(&now, home, "sessions of other backends survive the reload");
+        }
+    }
+    assert_eq!(decisions(&lb, "header", "backend_down").await, 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_agrees_across_instances_and_backend_order() {
+    let bs = backends("ch", 5).await;
+    let persistence = "      - hash: {}\n";
+    let pool = "    balance: consistent_hash\n    hash: { key: \"header:X-User\", balance_factor: 1.25 }\n";
+    let one = start(&bs, persistence, pool, "").await;
+    let list: String = backend_list(&bs)
+        .lines()
+        .rev()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (addr, admin) = (free_addr(), free_addr());
+    let two = Limpet::start_with(&yaml((addr, admin), &list, persistence, pool, ""), addr, admin).await;
+    let c = client();
+    let mut used = std::collections::HashSet::new();
+    for u in 0..60 {
+        let user = format!("user-{u}");
+        let a = with_header(&c, &one, "x-user", user.as_bytes()).await.backend;
+        let b = with_header(&c, &two, "x-user", user.as_bytes()).await.backend;
+        assert_eq!(a, b, "{user}");
+        assert_eq!(with_header(&c, &one, "x-user", user.as_bytes()).await.backend, a);
+        used.insert(a);
+    }
+    assert!(
+        used.len() >= 4,
+        "60 users spread over {} of 5 backends",
+        used.len()
+    );
+    assert!(decisions(&one, "hash", "hit").await >= 120.0);
+}
