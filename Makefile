@@ -29,6 +29,7 @@ bench: build
 
 bench-micro:
 	$(CARGO) bench -p limpet-affinity -p limpet-balance --benches
+	$(CARGO) bench -p limpet-sessions --bench memory
 
 clean:
 	$(CARGO) clean
