@@ -6,39 +6,10 @@ use std::time::{Duration, Instant};
 
 use limpet_e2e::*;
 
-/// A config whose pool `web` uses `persistence` (YAML list items, 6-space indented).
-fn yaml(
-    lb: (std::net::SocketAddr, std::net::SocketAddr),
-    bs: &str,
-    persistence: &str,
-    pool: &str,
-    server: &str,
-) -> String {
-    let (listen, admin) = lb;
-    format!(
-        r#"server:
-  threads: 2
-  upstream_connect_timeout: 1s
-{server}listeners:
-  - address: "{listen}"
-admin:
-  address: "{admin}"
-routes:
-  - host: "*"
-    path_prefix: /
-    pool: web
-pools:
-  web:
-{pool}    persistence:
-{persistence}    backends:
-{bs}"#
-    )
-}
-
 async fn start(bs: &[Backend], persistence: &str, pool: &str, server: &str) -> Limpet {
     let (addr, admin) = (free_addr(), free_addr());
     Limpet::start_with(
-        &yaml((addr, admin), &backend_list(bs), persistence, pool, server),
+        &pool_config((addr, admin), &backend_list(bs), persistence, pool, server),
         addr,
         admin,
     )
@@ -53,13 +24,6 @@ async fn with_header(c: &reqwest::Client, lb: &Limpet, name: &str, value: &[u8])
         .await
         .unwrap();
     reply(resp, "LIMPET").await
-}
-
-async fn decisions(lb: &Limpet, method: &str, outcome: &str) -> f64 {
-    lb.metric(&format!(
-        r#"limpet_persistence_decisions_total{{method="{method}",outcome="{outcome}",pool="web"}}"#
-    ))
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,13 +50,13 @@ async fn header_table_triad_static_ttl_and_bad_input() {
     // Another id lands on the next backend (round robin).
     let bob = with_header(&c, &lb, "x-session-id", b"bob").await;
     assert_ne!(bob.backend, first.backend);
-    assert_eq!(decisions(&lb, "header", "new").await, 2.0);
-    assert_eq!(decisions(&lb, "header", "hit").await, 20.0);
+    assert_eq!(lb.method_decisions("header", "new").await, 2.0);
+    assert_eq!(lb.method_decisions("header", "hit").await, 20.0);
     // Requests during the session never extend it: keep asking until it expires.
     let mut expired_after = None;
     while created.elapsed() < Duration::from_secs(5) {
         with_header(&c, &lb, "x-session-id", b"alice").await;
-        if decisions(&lb, "header", "expired").await == 1.0 {
+        if lb.method_decisions("header", "expired").await == 1.0 {
             expired_after = Some(created.elapsed());
             break;
         }
@@ -108,7 +72,7 @@ async fn header_table_triad_static_ttl_and_bad_input() {
     assert_eq!(empty.status, 200);
     let huge = with_header(&c, &lb, "x-session-id", &[b'x'; 4000]).await;
     assert_eq!(huge.status, 200);
-    assert_eq!(decisions(&lb, "header", "invalid").await, 2.0);
+    assert_eq!(lb.method_decisions("header", "invalid").await, 2.0);
     let raw = with_header(&c, &lb, "x-session-id", b"caf\xe9-\xff").await;
     assert_eq!(raw.status, 200);
     assert_eq!(
@@ -180,8 +144,8 @@ async fn source_ip_uses_forwarded_for_only_from_trusted_peers() {
             b1
         );
     }
-    assert_eq!(decisions(&lb, "source_ip", "new").await, 2.0);
-    assert_eq!(decisions(&lb, "source_ip", "hit").await, 11.0);
+    assert_eq!(lb.method_decisions("source_ip", "new").await, 2.0);
+    assert_eq!(lb.method_decisions("source_ip", "hit").await, 11.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +153,7 @@ async fn table_sessions_survive_reload_and_leave_disabled_backends() {
     let bs = backends("r", 3).await;
     let persistence = "      - header: { name: X-Session-Id, ttl: 15m }\n";
     let (addr, admin) = (free_addr(), free_addr());
-    let text = yaml((addr, admin), &backend_list(&bs), persistence, "", "");
+    let text = pool_config((addr, admin), &backend_list(&bs), persistence, "", "");
     let lb = Limpet::start_with(&text, addr, admin).await;
     let c = client();
     let mut homes = Vec::new();
@@ -203,7 +167,10 @@ async fn table_sessions_survive_reload_and_leave_disabled_backends() {
         &format!("id: {victim},"),
         &format!("id: {victim}, state: disabled,"),
     );
-    assert!(lb.reload(&yaml((addr, admin), &list, persistence, "", "")).await);
+    assert!(
+        lb.reload(&pool_config((addr, admin), &list, persistence, "", ""))
+            .await
+    );
     for (u, home) in homes.iter().enumerate() {
         let id = format!("user-{u}");
         let now = with_header(&c, &lb, "x-session-id", id.as_bytes()).await.backend;
@@ -219,7 +186,7 @@ async fn table_sessions_survive_reload_and_leave_disabled_backends() {
             assert_eq!(&now, home, "sessions of other backends survive the reload");
         }
     }
-    assert_eq!(decisions(&lb, "header", "backend_down").await, 3.0);
+    assert_eq!(lb.method_decisions("header", "backend_down").await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +201,12 @@ async fn consistent_hash_agrees_across_instances_and_backend_order() {
         .map(|l| format!("{l}\n"))
         .collect();
     let (addr, admin) = (free_addr(), free_addr());
-    let two = Limpet::start_with(&yaml((addr, admin), &list, persistence, pool, ""), addr, admin).await;
+    let two = Limpet::start_with(
+        &pool_config((addr, admin), &list, persistence, pool, ""),
+        addr,
+        admin,
+    )
+    .await;
     let c = client();
     let mut used = std::collections::HashSet::new();
     for u in 0..60 {
@@ -250,5 +222,5 @@ async fn consistent_hash_agrees_across_instances_and_backend_order() {
         "60 users spread over {} of 5 backends",
         used.len()
     );
-    assert!(decisions(&one, "hash", "hit").await >= 120.0);
+    assert!(one.method_decisions("hash", "hit").await >= 120.0);
 }

@@ -84,12 +84,30 @@ pub fn config(
     cookie: &str,
     extra_pool: &str,
 ) -> String {
+    pool_config(
+        (listen, admin),
+        backends,
+        &format!("      - cookie: {{ {cookie} }}\n"),
+        extra_pool,
+        "",
+    )
+}
+
+/// A test config whose pool `web` uses `persistence` (YAML list items, 6-space
+/// indented); `extra_pool` lines go inside the pool, `extra_server` under `server:`.
+pub fn pool_config(
+    (listen, admin): (SocketAddr, SocketAddr),
+    backends: &str,
+    persistence: &str,
+    extra_pool: &str,
+    extra_server: &str,
+) -> String {
     format!(
         r#"server:
   threads: 2
   grace_period: 5s
   upstream_connect_timeout: 1s
-listeners:
+{extra_server}listeners:
   - address: "{listen}"
 admin:
   address: "{admin}"
@@ -102,9 +120,8 @@ routes:
     pool: web
 pools:
   web:
-    persistence:
-      - cookie: {{ {cookie} }}
-{extra_pool}    backends:
+{extra_pool}    persistence:
+{persistence}    backends:
 {backends}"#
     )
 }
@@ -233,8 +250,13 @@ impl Limpet {
 
     /// `limpet_persistence_decisions_total` of the cookie method in pool `web`.
     pub async fn decisions(&self, outcome: &str) -> f64 {
+        self.method_decisions("cookie", outcome).await
+    }
+
+    /// `limpet_persistence_decisions_total` of `method` in pool `web`.
+    pub async fn method_decisions(&self, method: &str, outcome: &str) -> f64 {
         self.metric(&format!(
-            r#"limpet_persistence_decisions_total{{method="cookie",outcome="{outcome}",pool="web"}}"#
+            r#"limpet_persistence_decisions_total{{method="{method}",outcome="{outcome}",pool="web"}}"#
         ))
         .await
     }

@@ -713,21 +713,18 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
             not_yet(&join(p, key), errs);
         }
     }
-    let bp = join(p, "balance");
-    let balance = match take(&bp, balance, errs).as_deref() {
-        None | Some("round_robin") => Balance::RoundRobin,
-        Some("least_requests") => Balance::LeastRequests,
-        Some("random") => Balance::Random,
-        Some("consistent_hash") => Balance::ConsistentHash,
-        Some(other) => {
-            let names = ["round_robin", "least_requests", "random", "consistent_hash"];
-            let e = errs.at(&bp, format!("`{other}` is not one of {}", names.join(", ")));
-            if let Some(k) = did_you_mean(other, &names) {
-                e.hint = Some(format!("did you mean `{k}`?"));
-            }
-            Balance::RoundRobin
-        }
-    };
+    let balance = choice(
+        &join(p, "balance"),
+        balance,
+        &[
+            ("round_robin", Balance::RoundRobin),
+            ("least_requests", Balance::LeastRequests),
+            ("random", Balance::Random),
+            ("consistent_hash", Balance::ConsistentHash),
+        ],
+        Balance::RoundRobin,
+        errs,
+    );
     let on_backend_down = choice(
         &join(p, "on_backend_down"),
         on_backend_down,

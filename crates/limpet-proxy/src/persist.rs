@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use limpet_affinity::{cookie_values, resolve_cookie, CookieLookup, Outcome};
-use limpet_balance::Bound;
 use limpet_config::{HashKey, HeaderPersistence, Persistence};
 use limpet_sessions::{Lookup, SessionStore, TableKey};
 
@@ -47,24 +46,19 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     pub path: &'a [u8],
     pub client: Option<IpAddr>,
+    /// [`hash_key`] of the request, computed once when the pool hashes.
+    pub hash_key: Option<u64>,
 }
 
-/// The bytes a pool's consistent hash is computed over, if the request has them.
-pub fn hash_source<'a>(
-    key: &HashKey,
-    req: &'a RequestView<'a>,
-    client_buf: &'a mut Vec<u8>,
-) -> Option<&'a [u8]> {
+/// The request's consistent-hash key under `key`, if the request has that source.
+pub fn hash_key(key: &HashKey, req: &RequestView<'_>) -> Option<u64> {
+    let hash = limpet_balance::hash_bytes;
     match key {
-        HashKey::ClientIp => {
-            let ip = req.client?;
-            *client_buf = match ip {
-                IpAddr::V4(v4) => v4.octets().to_vec(),
-                IpAddr::V6(v6) => v6.octets().to_vec(),
-            };
-            Some(client_buf.as_slice())
-        }
-        HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| v.as_bytes()),
+        HashKey::ClientIp => match req.client? {
+            IpAddr::V4(v4) => Some(hash(&v4.octets())),
+            IpAddr::V6(v6) => Some(hash(&v6.octets())),
+        },
+        HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| hash(v.as_bytes())),
         HashKey::Cookie(name) => cookie_values(
             req.headers
                 .get_all(http::header::COOKIE)
@@ -72,9 +66,10 @@ pub fn hash_source<'a>(
                 .map(|v| v.as_bytes()),
             name.as_bytes(),
         )
-        .next(),
-        HashKey::Query(name) => query_param(req.query, name),
-        HashKey::Path => Some(req.path),
+        .next()
+        .map(hash),
+        HashKey::Query(name) => query_param(req.query, name).map(hash),
+        HashKey::Path => Some(hash(req.path)),
     }
 }
 
@@ -184,18 +179,8 @@ pub async fn resolve(
                 }
             }
             Persistence::Hash => {
-                let Some(ring) = &pool.ring else { continue };
-                let mut buf = Vec::new();
-                let Some(bytes) = hash_source(&pool.hash.key, req, &mut buf) else {
-                    continue;
-                };
-                let key = limpet_balance::hash_bytes(bytes);
-                let load = |i: usize| pool.backends[i].metrics.in_flight.get().max(0) as u64;
-                let bound = pool
-                    .hash
-                    .balance_factor
-                    .map(|factor| Bound { factor, load: &load });
-                match ring.pick(key, |i| pool.backends[i].keeps_sessions(), bound) {
+                let Some(key) = req.hash_key else { continue };
+                match pool.hash_pick(key, |i| pool.backends[i].keeps_sessions()) {
                     Some(i) => (Outcome::Hit, Some(i)),
                     None => (Outcome::BackendDown, None),
                 }
@@ -234,14 +219,14 @@ pub async fn record_tables(
     let id = &pool.backends[backend].id;
     for e in evals {
         let Some((key, ttl)) = e.record else { continue };
+        // Whether an entry naming another backend is in the way.
         let replace = match e.outcome {
+            // A hit that failover did not move needs nothing.
+            Outcome::Hit if !moved => continue,
             Outcome::Hit | Outcome::Repinned => moved,
-            Outcome::New | Outcome::Expired => false,
             Outcome::Invalid | Outcome::BackendDown => true,
+            Outcome::New | Outcome::Expired => false,
         };
-        if e.outcome == Outcome::Hit && !moved {
-            continue;
-        }
         if replace {
             if let Err(err) = store.delete(key, &pool.id).await {
                 tracing::debug!(pool = %pool.id, error = %err, "session store delete failed");

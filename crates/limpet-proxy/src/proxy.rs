@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use limpet_affinity::{encode, private_cache_control, set_cookie, Outcome};
-use limpet_balance::{pick_least_requests, pick_weighted_random, Bound};
+use limpet_balance::{pick_least_requests, pick_weighted_random};
 use limpet_config::{Balance, OnBackendDown};
 use limpet_metrics::InFlight;
 use pingora_core::connectors::TransportConnector;
@@ -244,24 +244,17 @@ fn may_take_new(pool: &PoolRt, tried: &[usize], i: usize) -> bool {
 /// tried yet in this request.
 fn pick_new(pool: &PoolRt, tried: &[usize], hash_key: Option<u64>) -> Option<usize> {
     let eligible = |i: usize| may_take_new(pool, tried, i);
-    let load = |i: usize| pool.backends[i].metrics.in_flight.get().max(0) as u64;
     match pool.balance {
-        Balance::ConsistentHash => match (&pool.ring, hash_key) {
-            (Some(ring), Some(key)) => {
-                let bound = pool
-                    .hash
-                    .balance_factor
-                    .map(|factor| Bound { factor, load: &load });
-                ring.pick(key, eligible, bound)
-            }
+        Balance::ConsistentHash => match hash_key {
+            Some(key) => pool.hash_pick(key, eligible),
             // No key in this request: spread it like round robin does.
-            _ => pool.round_robin.pick(eligible),
+            None => pool.round_robin.pick(eligible),
         },
         Balance::RoundRobin => pool.round_robin.pick(eligible),
         Balance::Random => pick_weighted_random(&pool.weights, eligible, rand::random()),
         Balance::LeastRequests => pick_least_requests(
             &pool.weights,
-            |i| pool.backends[i].metrics.in_flight.get().max(0) as u64,
+            |i| pool.in_flight(i),
             eligible,
             rand::random(),
             rand::random(),
@@ -320,16 +313,16 @@ impl ProxyHttp for Limpet {
         ctx.pool = Some(pool_index);
         let pool = &snap.pools[pool_index];
 
-        let view = RequestView {
+        let mut view = RequestView {
             headers: &req.headers,
             query: req.uri.query(),
             path: req.uri.path().as_bytes(),
             client: ctx.client,
+            hash_key: None,
         };
         if pool.ring.is_some() {
-            let mut buf = Vec::new();
-            ctx.hash_key =
-                persist::hash_source(&pool.hash.key, &view, &mut buf).map(limpet_balance::hash_bytes);
+            view.hash_key = persist::hash_key(&pool.hash.key, &view);
+            ctx.hash_key = view.hash_key;
         }
         let resolution = persist::resolve(&snap, pool, self.shared.store.as_ref(), &view, unix_now()).await;
         ctx.pinned = resolution.pinned;

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use limpet_affinity::{Keyring, Outcome};
-use limpet_balance::{HashRing, RoundRobin};
+use limpet_balance::{Bound, HashRing, RoundRobin};
 use limpet_config::{
     Backend, BackendId, BackendState, Balance, Config, CookiePersistence, HashConfig, HostMatch,
     OnBackendDown, Persistence, PoolId,
@@ -139,6 +139,22 @@ impl BackendRt {
 impl PoolRt {
     pub fn backend_index(&self, id: &[u8]) -> Option<usize> {
         self.by_id.get(id).copied()
+    }
+
+    /// Requests in flight on backend `i`: the load of least requests and hash bounds.
+    pub fn in_flight(&self, i: usize) -> u64 {
+        self.backends[i].metrics.in_flight.get().max(0) as u64
+    }
+
+    /// Consistent-hash placement of `key` among `eligible` backends, within the pool's
+    /// load bound if it has one. `None` when the pool does not hash.
+    pub fn hash_pick(&self, key: u64, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let load = |i: usize| self.in_flight(i);
+        let bound = self
+            .hash
+            .balance_factor
+            .map(|factor| Bound { factor, load: &load });
+        self.ring.as_ref()?.pick(key, eligible, bound)
     }
 }
 

@@ -199,16 +199,10 @@ impl MemoryStore {
     }
 
     fn slot(&self, pool: &PoolId, backend: &BackendId) -> u32 {
-        let key = (pool.clone(), backend.clone());
-        if let Some(s) = self
-            .slots
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_id
-            .get(&key)
-        {
-            return *s;
+        if let Some(s) = self.known_slot(pool, backend) {
+            return s;
         }
+        let key = (pool.clone(), backend.clone());
         let mut w = self.slots.write().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = w.by_id.get(&key) {
             return *s;
