@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `limpet` binary, real backends on 127.0.0.1:0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod app_cookie;
 mod bad_input;
 mod cli;
 mod cookie;

@@ -3,7 +3,10 @@
 //! Layout before base64url (no padding), version 1:
 //! `ver(1) | klen(1) key_id | issued_at(u64 BE, unix s) | ttl(u32 BE, s) | blen(1) backend_id | tag(32)`.
 //! The tag covers a domain label, the pool id and every byte before it, so a cookie
-//! cannot be moved to another pool, and nothing in it names a backend address.
+//! cannot be moved to another pool, and nothing in it names a backend address. An
+//! application-controlled cookie's tag also covers the value of the application cookie
+//! it follows (under its own domain label): it verifies only next to that value, so it
+//! ends with the application's session and cannot be replayed with another one.
 //! Expiry is enforced here from the issue time, never from the browser's Max-Age.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,6 +20,7 @@ type HmacSha256 = Hmac<Sha256>;
 const VERSION: u8 = 1;
 const TAG_LEN: usize = 32;
 const DOMAIN_LABEL: &[u8] = b"limpet-affinity-cookie-v1";
+const FOLLOW_LABEL: &[u8] = b"limpet-app-cookie-v1";
 /// Longest id in a cookie (config enforces the same bound).
 pub const MAX_ID_LEN: usize = 64;
 /// Longest encoded value worth decoding; anything longer is rejected unread.
@@ -113,17 +117,46 @@ pub enum Reject {
     Expired,
 }
 
-fn tag(key: &SigningKey, pool: &str, body: &[u8]) -> HmacSha256 {
+/// What a cookie is valid for besides its own bytes: its pool and, for an
+/// application-controlled cookie, the application cookie value it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    pub pool: &'a str,
+    pub follows: Option<&'a [u8]>,
+}
+
+impl<'a> From<&'a str> for Scope<'a> {
+    /// A duration-based cookie of `pool`.
+    fn from(pool: &'a str) -> Self {
+        Self { pool, follows: None }
+    }
+}
+
+fn tag(key: &SigningKey, scope: Scope<'_>, body: &[u8]) -> HmacSha256 {
     let mut mac = key.mac.clone();
-    mac.update(DOMAIN_LABEL);
-    mac.update(&[pool.len() as u8]);
-    mac.update(pool.as_bytes());
+    match scope.follows {
+        None => mac.update(DOMAIN_LABEL),
+        Some(app) => {
+            mac.update(FOLLOW_LABEL);
+            mac.update(&(app.len() as u64).to_be_bytes());
+            mac.update(app);
+        }
+    }
+    mac.update(&[scope.pool.len() as u8]);
+    mac.update(scope.pool.as_bytes());
     mac.update(body);
     mac
 }
 
-/// Issues a cookie value pinning `backend` in `pool`, signed with the first key.
-pub fn encode(keys: &Keyring, pool: &str, backend: &str, issued_at: u64, ttl: Duration) -> String {
+/// Issues a cookie value pinning `backend` in `scope`, signed with the first key.
+pub fn encode<'s>(
+    keys: &Keyring,
+    scope: impl Into<Scope<'s>>,
+    backend: &str,
+    issued_at: u64,
+    ttl: Duration,
+) -> String {
+    let scope = scope.into();
     let key = keys.signer();
     let backend = &backend.as_bytes()[..backend.len().min(MAX_ID_LEN)];
     let mut buf = Vec::with_capacity(2 + key.id.len() + 13 + backend.len() + TAG_LEN);
@@ -135,16 +168,16 @@ pub fn encode(keys: &Keyring, pool: &str, backend: &str, issued_at: u64, ttl: Du
     buf.extend_from_slice(&ttl_secs.to_be_bytes());
     buf.push(backend.len() as u8);
     buf.extend_from_slice(backend);
-    let t = tag(key, pool, &buf).finalize().into_bytes();
+    let t = tag(key, scope, &buf).finalize().into_bytes();
     buf.extend_from_slice(&t);
     URL_SAFE_NO_PAD.encode(buf)
 }
 
 /// Verifies a cookie value. `max_ttl` caps whatever TTL the cookie carries, so lowering
 /// it in the config shortens sessions already issued.
-pub fn decode<'a>(
+pub fn decode<'a, 's>(
     keys: &Keyring,
-    pool: &str,
+    scope: impl Into<Scope<'s>>,
     value: &[u8],
     buf: &'a mut Vec<u8>,
     now: u64,
@@ -175,7 +208,7 @@ pub fn decode<'a>(
         return Err(Reject::Malformed);
     }
     let key = keys.find(key_id).ok_or(Reject::UnknownKey)?;
-    tag(key, pool, &b[..body_len])
+    tag(key, scope.into(), &b[..body_len])
         .verify_slice(given)
         .map_err(|_| Reject::BadSignature)?;
     if issued_at > now.saturating_add(CLOCK_SKEW_SECS) {

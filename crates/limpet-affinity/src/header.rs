@@ -43,14 +43,15 @@ fn unquote(s: &[u8]) -> &[u8] {
     }
 }
 
-/// The `Set-Cookie` value that pins a session: `Max-Age` is the session's TTL.
-pub fn set_cookie(cfg: &CookiePersistence, value: &str, max_age_secs: u64, tls: bool) -> String {
+/// The `Set-Cookie` value that pins a session: `Max-Age` is the session's TTL, and a
+/// cookie without one (`None`) lasts the browser session.
+pub fn set_cookie(cfg: &CookiePersistence, value: &str, max_age_secs: Option<u64>, tls: bool) -> String {
     let mut s = String::with_capacity(cfg.name.len() + value.len() + 80);
-    let _ = write!(
-        s,
-        "{}={}; Max-Age={}; Path={}",
-        cfg.name, value, max_age_secs, cfg.path
-    );
+    let _ = write!(s, "{}={}", cfg.name, value);
+    if let Some(secs) = max_age_secs {
+        let _ = write!(s, "; Max-Age={secs}");
+    }
+    let _ = write!(s, "; Path={}", cfg.path);
     attributes(&mut s, cfg, tls);
     s
 }
@@ -160,16 +161,20 @@ mod tests {
     fn set_cookie_attributes() {
         let mut c = cfg();
         assert_eq!(
-            set_cookie(&c, "VAL", 900, false),
+            set_cookie(&c, "VAL", Some(900), false),
             "LIMPET=VAL; Max-Age=900; Path=/; HttpOnly; SameSite=Lax"
         );
-        assert!(set_cookie(&c, "VAL", 900, true).contains("; Secure"));
+        assert!(set_cookie(&c, "VAL", Some(900), true).contains("; Secure"));
+        assert_eq!(
+            set_cookie(&c, "VAL", None, false),
+            "LIMPET=VAL; Path=/; HttpOnly; SameSite=Lax"
+        );
         c.domain = Some("example.com".into());
         c.secure = Secure::Never;
         c.http_only = false;
         c.same_site = SameSite::Strict;
         assert_eq!(
-            set_cookie(&c, "V", 5, true),
+            set_cookie(&c, "V", Some(5), true),
             "LIMPET=V; Max-Age=5; Path=/; Domain=example.com; SameSite=Strict"
         );
         assert_eq!(

@@ -2,12 +2,14 @@
 //! rules), cookie header handling, and the per-request decision of which pinned
 //! backend to honour. No I/O and no clocks: the caller passes `now`.
 
+mod app;
 mod codec;
 mod header;
 mod resolve;
 
+pub use app::{app_cookie, AppCookie, MAX_APP_VALUE};
 pub use codec::{
-    decode, encode, KeyError, Keyring, Reject, SigningKey, Ticket, MAX_ENCODED_LEN, MIN_SECRET_LEN,
+    decode, encode, KeyError, Keyring, Reject, Scope, SigningKey, Ticket, MAX_ENCODED_LEN, MIN_SECRET_LEN,
 };
 pub use header::{cookie_values, delete_cookie, private_cache_control, set_cookie, MAX_CANDIDATES};
-pub use resolve::{resolve_cookie, CookieLookup, Outcome};
+pub use resolve::{resolve_cookie, CookieLookup, Lease, Outcome};

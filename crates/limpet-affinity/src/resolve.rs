@@ -1,7 +1,7 @@
 //! The cookie method's decision for one request: which of the request's affinity
 //! cookies (if any) names a usable backend, and if none, why not.
 
-use crate::codec::{decode, Keyring, Reject};
+use crate::codec::{decode, Keyring, Reject, Scope};
 use std::time::Duration;
 
 /// Why a persistence method hit or missed; the `outcome` label of
@@ -56,10 +56,19 @@ impl Outcome {
     }
 }
 
+/// When the session a cookie carries began and how long it lasts (as issued, before
+/// the `max_ttl` cap): enough to re-issue it for another backend without changing its
+/// expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub issued_at: u64,
+    pub ttl: u32,
+}
+
 /// Result of looking at a request's affinity cookies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieLookup<B> {
-    Hit(B),
+    Hit(B, Lease),
     Miss(Outcome),
 }
 
@@ -68,7 +77,7 @@ pub enum CookieLookup<B> {
 /// usable now (`None`: no such backend in this pool).
 pub fn resolve_cookie<'v, B>(
     keys: &Keyring,
-    pool: &str,
+    scope: Scope<'_>,
     max_ttl: Duration,
     values: impl IntoIterator<Item = &'v [u8]>,
     now: u64,
@@ -77,9 +86,15 @@ pub fn resolve_cookie<'v, B>(
     let mut miss = Outcome::New;
     let mut buf = Vec::new();
     for v in values {
-        let why = match decode(keys, pool, v, &mut buf, now, max_ttl) {
+        let why = match decode(keys, scope, v, &mut buf, now, max_ttl) {
             Ok(ticket) => match backend(ticket.backend) {
-                Some((b, true)) => return CookieLookup::Hit(b),
+                Some((b, true)) => {
+                    let lease = Lease {
+                        issued_at: ticket.issued_at,
+                        ttl: ticket.ttl,
+                    };
+                    return CookieLookup::Hit(b, lease);
+                }
                 Some((_, false)) => Outcome::BackendDown,
                 None => Outcome::Invalid,
             },
@@ -121,19 +136,52 @@ mod tests {
         let down = encode(&k, "web", "down", 100, H);
         let gone = encode(&k, "web", "gone", 100, H);
         let r = |vals: Vec<&str>, now| {
-            resolve_cookie(&k, "web", H, vals.into_iter().map(str::as_bytes), now, lookup)
+            resolve_cookie(
+                &k,
+                "web".into(),
+                H,
+                vals.into_iter().map(str::as_bytes),
+                now,
+                lookup,
+            )
+        };
+        let lease = Lease {
+            issued_at: 100,
+            ttl: 3600,
         };
         assert_eq!(r(vec![], 101), CookieLookup::Miss(Outcome::New));
-        assert_eq!(r(vec![&up], 101), CookieLookup::Hit("up"));
+        assert_eq!(r(vec![&up], 101), CookieLookup::Hit("up", lease));
         assert_eq!(r(vec![&up], 100 + 3601), CookieLookup::Miss(Outcome::Expired));
         assert_eq!(r(vec![&down], 101), CookieLookup::Miss(Outcome::BackendDown));
         assert_eq!(r(vec![&gone], 101), CookieLookup::Miss(Outcome::Invalid));
         assert_eq!(r(vec!["garbage"], 101), CookieLookup::Miss(Outcome::Invalid));
         // A stale copy next to a good one (e.g. two paths): the good one wins.
-        assert_eq!(r(vec!["garbage", &down, &up], 101), CookieLookup::Hit("up"));
+        assert_eq!(
+            r(vec!["garbage", &down, &up], 101),
+            CookieLookup::Hit("up", lease)
+        );
         assert_eq!(
             r(vec!["garbage", &down], 101),
             CookieLookup::Miss(Outcome::BackendDown)
         );
+    }
+
+    #[test]
+    fn followed_cookies_verify_only_next_to_their_app_value() {
+        let k = keys();
+        let scope = |app: &'static [u8]| Scope {
+            pool: "web",
+            follows: Some(app),
+        };
+        let bound = encode(&k, scope(b"sess-1"), "up", 100, H);
+        let plain = encode(&k, "web", "up", 100, H);
+        let r = |s: Scope<'_>, v: &str| resolve_cookie(&k, s, H, [v.as_bytes()], 101, lookup);
+        assert!(matches!(r(scope(b"sess-1"), &bound), CookieLookup::Hit("up", _)));
+        // The app rotated its session, or the cookie is replayed beside another one.
+        assert_eq!(r(scope(b"sess-2"), &bound), CookieLookup::Miss(Outcome::Invalid));
+        assert_eq!(r(scope(b""), &bound), CookieLookup::Miss(Outcome::Invalid));
+        // Neither kind verifies as the other.
+        assert_eq!(r("web".into(), &bound), CookieLookup::Miss(Outcome::Invalid));
+        assert_eq!(r(scope(b"sess-1"), &plain), CookieLookup::Miss(Outcome::Invalid));
     }
 }

@@ -153,12 +153,22 @@ fn every_persistence_method_and_hash_settings() {
     assert_eq!(web.hash.balance_factor, Some(1.25));
     let methods: Vec<&str> = web.persistence.iter().map(Persistence::method).collect();
     assert_eq!(methods, ["cookie", "source_ip", "header", "hash"]);
-    // Application-controlled cookies parse, but are refused until the proxy follows them.
-    let follow = text.replace("name: LIMPET }", "name: LIMPET, follow: JSESSIONID }");
+    // Application-controlled: the app cookie's lifetime is the session's, so a ttl of
+    // limpet's own is refused.
+    let follow = text.replace(
+        "name: LIMPET }",
+        "name: LIMPET, follow: JSESSIONID, max_ttl: 8h }",
+    );
+    let Persistence::Cookie(c) = &parse(&follow).unwrap().pools[&PoolId::new("web")].persistence[0] else {
+        unreachable!("the first method is a cookie")
+    };
+    assert_eq!(c.follow.as_deref(), Some("JSESSIONID"));
+    assert_eq!(c.max_ttl, Duration::from_secs(8 * 3600));
+    let with_ttl = text.replace("name: LIMPET }", "name: LIMPET, follow: JSESSIONID, ttl: 5m }");
     assert!(has(
-        &errors(&follow),
-        "pools.web.persistence[0].cookie.follow",
-        "not supported yet"
+        &errors(&with_ttl),
+        "pools.web.persistence[0].cookie.ttl",
+        "takes its lifetime from it"
     ));
     assert_eq!(
         web.persistence[1],

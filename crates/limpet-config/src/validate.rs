@@ -863,12 +863,15 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
     unknown_keys(p, &unknown, s::COOKIE_KEYS, errs);
     let fp = join(p, "follow");
     let follow = take(&fp, follow, errs);
-    if follow.is_some() {
+    let ttl_p = join(p, "ttl");
+    if follow.is_some() && ttl.is_some() {
+        // The application cookie's own lifetime is the session's; a second one would
+        // contradict it.
         errs.at(
-            &fp,
-            "application-controlled cookies are not supported yet by this version of limpet",
+            &ttl_p,
+            "a cookie that follows an application cookie takes its lifetime from it",
         )
-        .hint = Some("remove follow: to use a duration-based cookie".into());
+        .hint = Some("remove ttl; max_ttl still bounds how long any session lasts".into());
     }
     if let Some(f) = &follow {
         if !token(f) {
@@ -882,9 +885,10 @@ fn cookie_method(p: &str, c: s::Cookie, errs: &mut Errors) -> Option<CookiePersi
         errs.at(&np, format!("`{name}` is not a valid cookie name")).hint =
             Some("use letters, digits and !#$%&'*+-.^_`|~".into());
     }
-    let ttl_p = join(p, "ttl");
     let ttl = duration(&ttl_p, ttl, Duration::from_secs(15 * 60), errs);
     let max_ttl = duration(&join(p, "max_ttl"), max_ttl, Duration::from_secs(4 * 3600), errs);
+    // A followed cookie has no TTL of its own: max_ttl is the longest it may last.
+    let ttl = if follow.is_some() { max_ttl } else { ttl };
     ttl_bounds(&ttl_p, ttl, max_ttl, errs);
     if let Some(f) = &follow {
         if *f == name {

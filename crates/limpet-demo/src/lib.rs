@@ -7,6 +7,9 @@
 //! - `GET /download?bytes=N` → streams N bytes
 //! - `GET /slow?ms=N` → answers after N milliseconds
 //! - `GET /login` → sets an application session cookie `APPSESSION`
+//! - `GET /logout` → deletes `APPSESSION` (`Max-Age=0`)
+//! - any request with `x-set-cookie` headers → each becomes a `Set-Cookie` of the
+//!   response, so tests can make the application set any cookie they need
 //! - WebSocket upgrade on any path → echoes each message prefixed with `<id>:`
 
 use std::convert::Infallible;
@@ -108,6 +111,7 @@ async fn handle(req: Request<Incoming>, id: String) -> Result<Response<Body>, In
     if is_websocket(&req) {
         return Ok(websocket(req, id.clone()));
     }
+    let echoed: Vec<_> = req.headers().get_all("x-set-cookie").iter().cloned().collect();
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
         "/headers" => {
@@ -161,8 +165,20 @@ async fn handle(req: Request<Incoming>, id: String) -> Result<Response<Body>, In
             }
             r
         }
+        "/logout" => {
+            let mut r = ok(full(format!("backend {id} logged out\n")));
+            r.headers_mut().append(
+                "set-cookie",
+                hyper::header::HeaderValue::from_static("APPSESSION=; Max-Age=0; Path=/"),
+            );
+            r
+        }
         _ => ok(full(format!("backend {id}\n"))),
     };
+    let mut resp = resp;
+    for v in echoed {
+        resp.headers_mut().append("set-cookie", v);
+    }
     Ok(resp)
 }
 

@@ -10,8 +10,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use http::HeaderMap;
-use limpet_affinity::{cookie_values, resolve_cookie, CookieLookup, Outcome};
-use limpet_config::{HashKey, HeaderPersistence, Persistence};
+use limpet_affinity::{
+    app_cookie, cookie_values, delete_cookie, encode, resolve_cookie, set_cookie, AppCookie, CookieLookup,
+    Keyring, Lease, Outcome, Scope, MAX_APP_VALUE,
+};
+use limpet_config::{CookiePersistence, HashKey, HeaderPersistence, Persistence};
 use limpet_sessions::{Lookup, SessionStore, TableKey};
 
 use crate::request::{masked_ip, query_param};
@@ -28,7 +31,14 @@ pub struct Eval {
     pub outcome: Outcome,
     /// The table entry this method would record, with its TTL.
     pub record: Option<(TableKey, Duration)>,
+    /// An application-controlled cookie method: the application cookie the request
+    /// carried, and the lease of limpet's cookie when it hit.
+    pub app: Option<(Vec<u8>, Option<Lease>)>,
 }
+
+/// The TTL a followed cookie carries when the application cookie is a session cookie:
+/// it lasts as long as the browser keeps both, and `max_ttl` at most.
+const SESSION_TTL: u32 = u32::MAX;
 
 /// The chain's verdict for one request.
 #[derive(Debug, Default)]
@@ -137,24 +147,39 @@ pub async fn resolve(
     let mut res = Resolution::default();
     for (mi, method) in pool.methods.iter().enumerate() {
         let mut record = None;
+        let mut app = None;
         let (outcome, hit) = match method {
             Persistence::Cookie(cookie) => {
                 let Some(keys) = &snap.keyring else { continue };
-                let values = cookie_values(
+                let cookies = || {
                     req.headers
                         .get_all(http::header::COOKIE)
                         .iter()
-                        .map(|v| v.as_bytes()),
-                    cookie.name.as_bytes(),
-                );
-                let lookup = resolve_cookie(keys, pool.id.as_str(), cookie.max_ttl, values, now, |id| {
+                        .map(|v| v.as_bytes())
+                };
+                let follows = match &cookie.follow {
+                    None => None,
+                    Some(name) => match cookie_values(cookies(), name.as_bytes()).next() {
+                        Some(v) if !v.is_empty() && v.len() <= MAX_APP_VALUE => Some(v),
+                        // No application session: not sticky through this method.
+                        _ => continue,
+                    },
+                };
+                let scope = Scope {
+                    pool: pool.id.as_str(),
+                    follows,
+                };
+                let values = cookie_values(cookies(), cookie.name.as_bytes());
+                let lookup = resolve_cookie(keys, scope, cookie.max_ttl, values, now, |id| {
                     let i = pool.backend_index(id)?;
                     Some((i, pool.backends[i].keeps_sessions()))
                 });
-                match lookup {
-                    CookieLookup::Hit(i) => (Outcome::Hit, Some(i)),
-                    CookieLookup::Miss(o) => (o, None),
-                }
+                let (outcome, hit, lease) = match lookup {
+                    CookieLookup::Hit(i, lease) => (Outcome::Hit, Some(i), Some(lease)),
+                    CookieLookup::Miss(o) => (o, None, None),
+                };
+                app = follows.map(|v| (v.to_vec(), lease));
+                (outcome, hit)
             }
             Persistence::SourceIp(s) => {
                 let Some(ip) = req.client else { continue };
@@ -192,6 +217,7 @@ pub async fn resolve(
             method: mi,
             outcome,
             record,
+            app,
         });
         if outcome == Outcome::BackendDown && pool.on_backend_down == limpet_config::OnBackendDown::Strict {
             res.strict_refusal = true;
@@ -239,4 +265,87 @@ pub async fn record_tables(
             tracing::debug!(pool = %pool.id, error = %err, "session store create failed");
         }
     }
+}
+
+/// The `Set-Cookie` values limpet adds to a response from backend `backend`, one per
+/// cookie method that must change: a duration-based cookie when its method missed or
+/// failover `moved` the session; a followed cookie whenever the response sets or deletes
+/// the application cookie, and otherwise when its method missed or failover moved it.
+pub fn set_cookies(
+    keys: &Keyring,
+    pool: &PoolRt,
+    evals: &[Eval],
+    backend: usize,
+    moved: bool,
+    response: &HeaderMap,
+    now: u64,
+) -> Vec<String> {
+    let id = pool.backends[backend].id.as_str();
+    let mut out = Vec::new();
+    for (mi, method) in pool.methods.iter().enumerate() {
+        let Persistence::Cookie(cookie) = method else {
+            continue;
+        };
+        let eval = evals.iter().find(|e| e.method == mi);
+        let changes = eval.is_some_and(|e| e.outcome != Outcome::Hit || moved);
+        let Some(app_name) = &cookie.follow else {
+            if changes {
+                let value = encode(keys, pool.id.as_str(), id, now, cookie.ttl);
+                out.push(set_cookie(cookie, &value, Some(cookie.ttl.as_secs()), false));
+            }
+            continue;
+        };
+        let set_by_app = response
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.as_bytes());
+        match app_cookie(set_by_app, app_name, now) {
+            Some(AppCookie::Deleted) => out.push(delete_cookie(cookie, false)),
+            Some(AppCookie::Set { value, max_age }) => {
+                let lease = Lease {
+                    issued_at: now,
+                    ttl: max_age.map_or(SESSION_TTL, |s| u32::try_from(s).unwrap_or(u32::MAX - 1)),
+                };
+                out.push(followed(keys, pool, cookie, &value, id, lease, now));
+            }
+            None => {
+                // The app said nothing: pin its current session where it was served,
+                // keeping the expiry limpet's cookie had if failover moved it.
+                let Some((value, lease)) = eval.and_then(|e| e.app.as_ref()).filter(|_| changes) else {
+                    continue;
+                };
+                let lease = lease.filter(|_| moved).unwrap_or(Lease {
+                    issued_at: now,
+                    ttl: SESSION_TTL,
+                });
+                out.push(followed(keys, pool, cookie, value, id, lease, now));
+            }
+        }
+    }
+    out
+}
+
+/// A followed cookie pinning `backend` for the application session `app_value`.
+fn followed(
+    keys: &Keyring,
+    pool: &PoolRt,
+    cookie: &CookiePersistence,
+    app_value: &[u8],
+    backend: &str,
+    lease: Lease,
+    now: u64,
+) -> String {
+    let scope = Scope {
+        pool: pool.id.as_str(),
+        follows: Some(app_value),
+    };
+    let ttl = Duration::from_secs(u64::from(lease.ttl));
+    let value = encode(keys, scope, backend, lease.issued_at, ttl);
+    // A session cookie stays a session cookie; otherwise the browser keeps it for what
+    // is left of its lifetime, never beyond max_ttl.
+    let max_age = (lease.ttl != SESSION_TTL).then(|| {
+        let life = u64::from(lease.ttl).min(cookie.max_ttl.as_secs());
+        (lease.issued_at + life).saturating_sub(now)
+    });
+    set_cookie(cookie, &value, max_age, false)
 }

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use limpet_affinity::{encode, private_cache_control, set_cookie, Outcome};
+use limpet_affinity::{private_cache_control, Outcome};
 use limpet_balance::{pick_least_requests, pick_weighted_random};
 use limpet_config::{Balance, OnBackendDown};
 use limpet_metrics::InFlight;
@@ -71,16 +71,6 @@ pub struct Ctx {
 impl Ctx {
     pub(crate) fn pool<'a>(&self, snap: &'a Snapshot) -> Option<&'a PoolRt> {
         snap.pools.get(self.pool?)
-    }
-
-    /// True when the cookie method was consulted and its cookie must change: it missed,
-    /// or failover moved the session to another backend.
-    fn needs_cookie(&self, pool: &PoolRt) -> bool {
-        self.chosen.is_some()
-            && self.evals.iter().any(|e| {
-                matches!(pool.methods[e.method], limpet_config::Persistence::Cookie(_))
-                    && (e.outcome != Outcome::Hit || self.chosen != self.pinned)
-            })
     }
 
     /// Chooses the backend of the next attempt: the pinned one unless it was tried
@@ -182,24 +172,20 @@ pub(crate) fn decorate_response(snap: &Snapshot, ctx: &Ctx, resp: &mut ResponseH
         return Ok(());
     };
     let backend = &pool.backends[i];
-    if let (Some(cookie), Some(keys), true) = (&pool.cookie, &snap.keyring, ctx.needs_cookie(pool)) {
-        let value = encode(
-            keys,
-            pool.id.as_str(),
-            backend.id.as_str(),
-            unix_now(),
-            cookie.ttl,
-        );
-        resp.append_header(
-            "set-cookie",
-            set_cookie(cookie, &value, cookie.ttl.as_secs(), false),
-        )?;
-        let existing = resp
-            .headers
-            .get(http::header::CACHE_CONTROL)
-            .map(|v| v.as_bytes());
-        if let Some(cc) = private_cache_control(existing) {
-            resp.insert_header("cache-control", cc)?;
+    if let Some(keys) = &snap.keyring {
+        let moved = ctx.pinned.is_some() && ctx.chosen != ctx.pinned;
+        let cookies = persist::set_cookies(keys, pool, &ctx.evals, i, moved, &resp.headers, unix_now());
+        for c in &cookies {
+            resp.append_header("set-cookie", c)?;
+        }
+        if !cookies.is_empty() {
+            let existing = resp
+                .headers
+                .get(http::header::CACHE_CONTROL)
+                .map(|v| v.as_bytes());
+            if let Some(cc) = private_cache_control(existing) {
+                resp.insert_header("cache-control", cc)?;
+            }
         }
     }
     if snap.config.server.debug_headers {

@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use limpet_affinity::{Keyring, Outcome};
 use limpet_balance::{Bound, HashRing, RoundRobin};
 use limpet_config::{
-    Backend, BackendId, BackendState, Balance, Config, CookiePersistence, HashConfig, HostMatch,
-    OnBackendDown, Persistence, PoolId,
+    Backend, BackendId, BackendState, Balance, Config, HashConfig, HostMatch, OnBackendDown, Persistence,
+    PoolId,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
 use limpet_sessions::MemoryStore;
@@ -89,8 +89,6 @@ pub struct PoolRt {
     pub weights: Vec<u32>,
     pub backends: Vec<BackendRt>,
     by_id: HashMap<Box<[u8]>, usize>,
-    /// The first cookie method: the cookie limpet issues.
-    pub cookie: Option<CookiePersistence>,
     /// Every persistence method, in the configured order.
     pub methods: Vec<Persistence>,
     /// `methods[i]`'s row in `decisions` (one row per distinct method name).
@@ -194,10 +192,6 @@ impl Snapshot {
                 .iter()
                 .map(|b| if b.takes_new() { b.weight } else { 0 })
                 .collect();
-            let cookie = pool.persistence.iter().find_map(|p| match p {
-                Persistence::Cookie(c) => Some(c.clone()),
-                Persistence::SourceIp(_) | Persistence::Header(_) | Persistence::Hash => None,
-            });
             let mut labels: Vec<&str> = Vec::new();
             let method_label = pool
                 .persistence
@@ -234,7 +228,6 @@ impl Snapshot {
                     .collect(),
                 weights,
                 backends,
-                cookie,
                 decisions: metrics.decisions(pool.id.as_str(), &labels, &outcomes),
                 methods: pool.persistence.clone(),
                 method_label,
