@@ -146,6 +146,27 @@ async fn source_ip_uses_forwarded_for_only_from_trusted_peers() {
     }
     assert_eq!(lb.method_decisions("source_ip", "new").await, 2.0);
     assert_eq!(lb.method_decisions("source_ip", "hit").await, 11.0);
+    drop(lb);
+    // Expiry: a 1 s static TTL ends while the client keeps coming, and the next
+    // request is a new session.
+    let lb = start(
+        &bs,
+        "      - source_ip: { ttl: 1s }
+",
+        "",
+        "  trusted_proxies: [127.0.0.1]
+",
+    )
+    .await;
+    let created = Instant::now();
+    with_header(&c, &lb, "x-forwarded-for", b"10.9.9.9").await;
+    while lb.method_decisions("source_ip", "expired").await == 0.0 {
+        assert!(created.elapsed() < Duration::from_secs(5), "never expired");
+        with_header(&c, &lb, "x-forwarded-for", b"10.9.9.9").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(created.elapsed() >= Duration::from_secs(1));
+    assert!(lb.method_decisions("source_ip", "hit").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,4 +244,237 @@ async fn consistent_hash_agrees_across_instances_and_backend_order() {
         used.len()
     );
     assert!(one.method_decisions("hash", "hit").await >= 120.0);
+}
+
+/// Sends `id` under `name` and returns (status, backend).
+async fn status_of(c: &reqwest::Client, lb: &Limpet, name: &str, id: &str) -> (u16, String) {
+    let r = with_header(c, lb, name, id.as_bytes()).await;
+    (r.status, r.backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_keeps_and_strict_refuses_for_each_table_method() {
+    let bs = backends("d", 3).await;
+    let (addr, admin) = (free_addr(), free_addr());
+    let server = "  trusted_proxies: [127.0.0.1]\n";
+    // (method, request header carrying the session, YAML of the method)
+    let methods = [
+        (
+            "header",
+            "x-session-id",
+            "      - header: { name: X-Session-Id, ttl: 15m }\n",
+        ),
+        (
+            "source_ip",
+            "x-forwarded-for",
+            "      - source_ip: { ttl: 15m }\n",
+        ),
+        ("hash", "x-user", "      - hash: {}\n"),
+    ];
+    let hash = "    hash: { key: \"header:X-User\" }\n";
+    let first = pool_config((addr, admin), &backend_list(&bs), methods[0].2, hash, server);
+    let lb = Limpet::start_with(&first, addr, admin).await;
+    let c = client();
+    for (round, (method, header, yaml)) in methods.iter().enumerate() {
+        let conf =
+            |list: &str, pool: &str| pool_config((addr, admin), list, yaml, &format!("{hash}{pool}"), server);
+        assert!(lb.reload(&conf(&backend_list(&bs), "")).await);
+        let id = |u: usize| format!("10.{round}.{u}.1");
+        let mut homes = Vec::new();
+        for u in 0..6 {
+            homes.push(status_of(&c, &lb, header, &id(u)).await.1);
+        }
+        let victim = homes[0].clone();
+        let with_state = |state: &str| {
+            backend_list(&bs).replace(
+                &format!("id: {victim},"),
+                &format!("id: {victim}, state: {state},"),
+            )
+        };
+        // Draining: every session keeps its backend, and no new table session lands
+        // on the draining one.
+        assert!(lb.reload(&conf(&with_state("draining"), "")).await);
+        for (u, home) in homes.iter().enumerate() {
+            assert_eq!(&status_of(&c, &lb, header, &id(u)).await.1, home, "{method}");
+        }
+        if *method != "hash" {
+            for u in 100..112 {
+                let (_, b) = status_of(&c, &lb, header, &id(u)).await;
+                assert_ne!(b, victim, "{method}: a new session on a draining backend");
+            }
+        }
+        // Strict: a disabled backend's sessions get 503 with Retry-After, the others
+        // are served as before.
+        let backend_down = lb.method_decisions(method, "backend_down").await;
+        assert!(
+            lb.reload(&conf(&with_state("disabled"), "    on_backend_down: strict\n"))
+                .await
+        );
+        for (u, home) in homes.iter().enumerate() {
+            let resp = c.get(lb.url("/")).header(*header, id(u)).send().await.unwrap();
+            if *home == victim {
+                assert_eq!(
+                    resp.status(),
+                    503,
+                    "{method} {u} {home} {:?}",
+                    resp.headers().get("x-backend-id")
+                );
+                assert!(resp.headers().contains_key("retry-after"));
+            } else {
+                assert_eq!(resp.status(), 200);
+                assert_eq!(resp.headers()["x-backend-id"], home.as_str(), "{method}");
+            }
+        }
+        let victims = homes.iter().filter(|h| **h == victim).count() as f64;
+        assert_eq!(
+            lb.method_decisions(method, "backend_down").await,
+            backend_down + victims,
+            "{method}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ttl_header_is_capped_by_max_ttl() {
+    let bs = backends("t", 2).await;
+    let lb = start(
+        &bs,
+        "      - header: { name: X-Session-Id, ttl: 1s, ttl_header: X-Session-TTL, max_ttl: 2s }\n",
+        "",
+        "",
+    )
+    .await;
+    let c = client();
+    let ask = |id: &'static str, ttl: &'static str| {
+        c.get(lb.url("/"))
+            .header("x-session-id", id)
+            .header("x-session-ttl", ttl)
+            .send()
+    };
+    // 600 minutes asked, 2 s granted: the session is gone within a few seconds.
+    let created = Instant::now();
+    assert_eq!(ask("capped", "600").await.unwrap().status(), 200);
+    let mut expired_after = None;
+    while created.elapsed() < Duration::from_secs(6) {
+        with_header(&c, &lb, "x-session-id", b"capped").await;
+        if lb.method_decisions("header", "expired").await >= 1.0 {
+            expired_after = Some(created.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = expired_after.expect("a TTL above max_ttl was not capped");
+    assert!(after >= Duration::from_secs(2), "{after:?}");
+    assert!(lb.log_text().contains("capped"), "{}", lb.log_text());
+    // Zero, negative and garbage values fall back to the configured TTL, logged.
+    for bad in ["0", "-5", "1e9", "ten", ""] {
+        assert_eq!(ask("bad", bad).await.unwrap().status(), 200, "{bad}");
+    }
+    assert!(lb.log_text().contains("malformed session TTL header ignored"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_method_triad_and_bad_keys_from_every_source() {
+    let bs = backends("k", 4).await;
+    let (addr, admin) = (free_addr(), free_addr());
+    let conf = |list: &str, key: &str| {
+        pool_config(
+            (addr, admin),
+            list,
+            "      - hash: {}\n",
+            &format!("    hash: {{ key: \"{key}\" }}\n"),
+            "",
+        )
+    };
+    let lb = Limpet::start_with(&conf(&backend_list(&bs), "header:X-User"), addr, admin).await;
+    let c = client();
+    // No key: not sticky through the method, not counted; balance spreads it.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..8 {
+        seen.insert(client_get(&c, &lb, &[]).await.1);
+    }
+    assert!(seen.len() > 1);
+    assert_eq!(lb.method_decisions("hash", "hit").await, 0.0);
+    // A key: the same backend every time.
+    let mut homes = Vec::new();
+    for u in 0..40 {
+        let user = format!("user-{u}");
+        let home = status_of(&c, &lb, "x-user", &user).await.1;
+        assert_eq!(status_of(&c, &lb, "x-user", &user).await.1, home);
+        homes.push(home);
+    }
+    // Its backend disabled: only that backend's keys move, and they stay moved.
+    let victim = homes[0].clone();
+    let list = backend_list(&bs).replace(
+        &format!("id: {victim},"),
+        &format!("id: {victim}, state: disabled,"),
+    );
+    assert!(lb.reload(&conf(&list, "header:X-User")).await);
+    for (u, home) in homes.iter().enumerate() {
+        let user = format!("user-{u}");
+        let now = status_of(&c, &lb, "x-user", &user).await.1;
+        if *home == victim {
+            assert_ne!(now, victim);
+            assert_eq!(status_of(&c, &lb, "x-user", &user).await.1, now);
+        } else {
+            assert_eq!(&now, home, "{user} moved though its backend is up");
+        }
+    }
+    let moved = homes.iter().filter(|h| **h == victim).count() as f64;
+    assert_eq!(lb.method_decisions("hash", "backend_down").await, 2.0 * moved);
+    // Bad keys from every source: empty, huge, not UTF-8. Each is still a key (the
+    // same bytes give the same backend) and never an error.
+    let huge = "x".repeat(6000);
+    for key in ["header:X-User", "cookie:uid", "query:u"] {
+        assert!(lb.reload(&conf(&backend_list(&bs), key)).await);
+        let values: [&[u8]; 4] = [b"", huge.as_bytes(), b"caf\xe9\xff", b"%zz%00"];
+        for v in values {
+            let once = keyed(&c, &lb, key, v).await;
+            assert_eq!(
+                once.0,
+                200,
+                "{key} {:?}",
+                String::from_utf8_lossy(&v[..v.len().min(8)])
+            );
+            assert_eq!(keyed(&c, &lb, key, v).await, once, "{key}");
+        }
+    }
+}
+
+/// GET / with extra headers; (status, backend).
+async fn client_get(c: &reqwest::Client, lb: &Limpet, headers: &[(&str, &[u8])]) -> (u16, String) {
+    let mut req = c.get(lb.url("/"));
+    for (n, v) in headers {
+        req = req.header(*n, reqwest::header::HeaderValue::from_bytes(v).unwrap());
+    }
+    let r = reply(req.send().await.unwrap(), "LIMPET").await;
+    (r.status, r.backend)
+}
+
+/// A request whose hash key under `key` is `value` (bytes a query cannot carry raw are
+/// percent-encoded, as a client would send them).
+async fn keyed(c: &reqwest::Client, lb: &Limpet, key: &str, value: &[u8]) -> (u16, String) {
+    match key.split_once(':') {
+        Some(("header", name)) => client_get(c, lb, &[(name, value)]).await,
+        Some(("cookie", name)) => {
+            let mut cookie = format!("{name}=").into_bytes();
+            cookie.extend_from_slice(value);
+            client_get(c, lb, &[("cookie", &cookie)]).await
+        }
+        _ => {
+            let encoded: String = value
+                .iter()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'%' => (*b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            let r = reply(
+                c.get(lb.url(&format!("/?u={encoded}"))).send().await.unwrap(),
+                "LIMPET",
+            )
+            .await;
+            (r.status, r.backend)
+        }
+    }
 }

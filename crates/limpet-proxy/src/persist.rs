@@ -205,9 +205,19 @@ pub async fn resolve(
             }
             Persistence::Hash => {
                 let Some(key) = req.hash_key else { continue };
-                match pool.hash_pick(key, |i| pool.backends[i].keeps_sessions()) {
-                    Some(i) => (Outcome::Hit, Some(i)),
-                    None => (Outcome::BackendDown, None),
+                let keeps = |i: usize| pool.backends[i].keeps_sessions();
+                match pool.hash_owner(key) {
+                    // The key's own backend: within the load bound, or the next one
+                    // of the ring that has room (that is bounded loads, not a miss).
+                    Some(owner) if keeps(owner) => match pool.hash.balance_factor {
+                        None => (Outcome::Hit, Some(owner)),
+                        Some(_) => (Outcome::Hit, pool.hash_pick(key, keeps)),
+                    },
+                    // Its backend cannot keep it: a strict pool refuses; otherwise the
+                    // key moves to the next usable backend of the ring, and only the
+                    // keys of that backend move.
+                    Some(_) => (Outcome::BackendDown, pool.hash_pick(key, keeps)),
+                    None => continue,
                 }
             }
         };

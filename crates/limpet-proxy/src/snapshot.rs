@@ -154,6 +154,12 @@ impl PoolRt {
             .map(|factor| Bound { factor, load: &load });
         self.ring.as_ref()?.pick(key, eligible, bound)
     }
+
+    /// The backend that owns `key` on the ring, whatever its state and load: where
+    /// the key's session lives while that backend can keep it.
+    pub fn hash_owner(&self, key: u64) -> Option<usize> {
+        self.ring.as_ref()?.pick(key, |_| true, None)
+    }
 }
 
 impl Snapshot {
