@@ -26,6 +26,7 @@ lint:
 
 bench: build
 	scripts/bench.sh
+	SECS=$${SECS:-5} target/release/reload-bench
 
 bench-micro:
 	$(CARGO) bench -p limpet-affinity -p limpet-balance --benches

@@ -133,7 +133,7 @@ async fn follows_login_rotation_logout_and_failover() {
     // Failover: the session's backend dies; the session moves, with a new cookie that
     // is still a session cookie, and stays where it moved.
     let dead = bs.iter().position(|b| b.id == login.backend).unwrap();
-    bs.remove(dead);
+    bs.remove(dead).kill().await;
     let moved = send(&c, &lb, "/", &[&app2, &mine2], &[]).await;
     assert_ne!(moved.backend, login.backend);
     let header = moved.limpet.clone().expect("re-pinned");

@@ -20,7 +20,7 @@ async fn dead_backend_costs_no_request_and_only_its_users_move() {
     // Kill d-2.
     let dead = bs.remove(1);
     assert_eq!(dead.id, "d-2");
-    drop(dead);
+    dead.kill().await;
     let mut moved: HashMap<usize, String> = HashMap::new();
     for round in 0..5 {
         for (i, (cookie, home)) in users.iter_mut().enumerate() {
@@ -135,7 +135,9 @@ async fn strict_pool_answers_503_instead_of_moving_a_session() {
 async fn every_backend_down_is_a_clean_error() {
     let bs = backends("z", 2).await;
     let lb = Limpet::start(&bs, "name: LIMPET, ttl: 15m", "").await;
-    drop(bs);
+    for b in bs {
+        b.kill().await;
+    }
     let r = get(&client(), &lb.url("/"), &[], "LIMPET").await;
     assert!(r.status == 502 || r.status == 503, "{}", r.status);
     assert!(r.set_cookie.is_none());

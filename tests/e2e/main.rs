@@ -6,5 +6,6 @@ mod bad_input;
 mod cli;
 mod cookie;
 mod failover;
+mod reload;
 mod streaming;
 mod tables;

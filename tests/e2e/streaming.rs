@@ -88,7 +88,7 @@ async fn websocket_to_a_dead_pinned_backend_is_repinned() {
     let pinned = get(&c, &lb.url("/"), &[], "LIMPET").await;
     let cookie = pinned.set_cookie.unwrap();
     let dead = bs.iter().position(|b| b.id == pinned.backend).unwrap();
-    drop(bs.remove(dead));
+    bs.remove(dead).kill().await;
     let mut req = format!("ws://{}/chat", lb.addr).into_client_request().unwrap();
     req.headers_mut().insert("cookie", cookie.parse().unwrap());
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();

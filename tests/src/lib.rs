@@ -261,6 +261,13 @@ impl Limpet {
         .await
     }
 
+    /// Sessions of `method` that began anew: `new` plus `expired` decisions. A session
+    /// that expired is `expired` when a request finds it, or `new` when the store's
+    /// sweep removed it first.
+    pub async fn started(&self, method: &str) -> f64 {
+        self.method_decisions(method, "new").await + self.method_decisions(method, "expired").await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

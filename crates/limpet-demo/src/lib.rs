@@ -73,6 +73,13 @@ impl Backend {
     }
 
     pub fn stop(self) {}
+
+    /// Stops the backend and returns once its listener is closed: from then on a
+    /// connection to its address is refused, as after a crash.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for Backend {

@@ -267,20 +267,29 @@ impl Metrics {
         states: &[&str],
         weight: u32,
     ) -> BackendMetrics {
-        for s in states {
-            self.state
-                .with_label_values(&[pool, backend, s])
-                .set(i64::from(*s == state));
-        }
-        self.weight
-            .with_label_values(&[pool, backend])
-            .set(i64::from(weight));
+        self.set_backend_state(pool, backend, state, states);
+        self.set_backend_weight(pool, backend, weight);
         BackendMetrics {
             requests: CODE_CLASSES.map(|c| self.requests.with_label_values(&[pool, backend, c])),
             response_seconds: self.response_seconds.with_label_values(&[pool, backend]),
             in_flight: self.in_flight.with_label_values(&[pool, backend]),
             connect_errors: self.connect_errors.with_label_values(&[pool, backend]),
         }
+    }
+
+    /// `limpet_backend_state`: 1 for `state`, 0 for the other `states`.
+    pub fn set_backend_state(&self, pool: &str, backend: &str, state: &str, states: &[&str]) {
+        for s in states {
+            self.state
+                .with_label_values(&[pool, backend, s])
+                .set(i64::from(*s == state));
+        }
+    }
+
+    pub fn set_backend_weight(&self, pool: &str, backend: &str, weight: u32) {
+        self.weight
+            .with_label_values(&[pool, backend])
+            .set(i64::from(weight));
     }
 
     /// Removes every series of a backend that a new configuration no longer has.

@@ -19,28 +19,55 @@ use crate::snapshot::{Shared, Snapshot};
 pub struct Control {
     shared: Arc<Shared>,
     path: PathBuf,
+    /// Snapshots replaced by a reload, kept until no request holds them any more so
+    /// that freeing a large one happens here, never on a request's thread.
+    retired: std::sync::Mutex<Vec<Arc<Snapshot>>>,
 }
 
 impl Control {
     pub fn new(shared: Arc<Shared>, path: PathBuf) -> Self {
-        Self { shared, path }
+        Self {
+            shared,
+            path,
+            retired: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Frees the retired snapshots that no request uses any more.
+    fn free_retired(&self) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|s| Arc::strong_count(s) > 1);
+        }
     }
 
     /// One reload attempt; on error the running snapshot is untouched.
+    ///
+    /// The work (read, parse, validate, build) runs on a thread of its own at a lower
+    /// scheduling priority: on a machine with CPU to spare it takes no longer, and it
+    /// leaves request threads the CPU they need instead of adding to their latency. It
+    /// shares no lock with them.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
-        let loaded = load_file(&self.path)?;
-        let current = self.shared.current.load_full();
-        restart_only(&current.config, &loaded.config)?;
-        for w in &loaded.warnings {
-            tracing::warn!("{w}");
+        let shared = self.shared.clone();
+        let path = self.path.clone();
+        let work = std::thread::Builder::new()
+            .name("limpet-reload".into())
+            .spawn(move || {
+                lower_priority();
+                swap_in(&shared, &path)
+            });
+        let outcome = match work.map(|t| t.join()) {
+            Ok(Ok(outcome)) => outcome,
+            // No thread to be had (or it died): do the work here rather than not at all.
+            Ok(Err(_)) | Err(_) => swap_in(&self.shared, &self.path),
+        };
+        let (generation, old) = outcome?;
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.push(old);
         }
-        let generation = current.generation + 1;
-        let next = Snapshot::build(loaded, generation, &self.shared.metrics, Some(&current));
-        self.shared.current.store(Arc::new(next));
         Ok(generation)
     }
 
-    fn record(&self, result: Result<u64, ConfigErrors>) {
+    fn record(&self, result: Result<u64, ConfigErrors>, took: Duration) {
         let m = &self.shared.metrics;
         match result {
             Ok(generation) => {
@@ -51,7 +78,12 @@ impl Control {
                     .map_or(0.0, |d| d.as_secs_f64());
                 m.last_reload_success.set(now);
                 self.shared.last_reload_error.store(None);
-                tracing::info!(generation, path = %self.path.display(), "configuration reloaded");
+                tracing::info!(
+                    generation,
+                    path = %self.path.display(),
+                    ms = took.as_secs_f64() * 1e3,
+                    "configuration reloaded"
+                );
             }
             Err(errors) => {
                 m.count_reload(false);
@@ -92,6 +124,33 @@ impl Control {
                 idle_checks = 0;
             }
         }
+    }
+}
+
+/// Loads `path` and, if it is valid and changes no restart-only key, builds the next
+/// snapshot and swaps it in. Returns the new generation and the replaced snapshot.
+fn swap_in(shared: &Shared, path: &std::path::Path) -> Result<(u64, Arc<Snapshot>), ConfigErrors> {
+    let loaded = load_file(path)?;
+    let current = shared.current.load_full();
+    restart_only(&current.config, &loaded.config)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let generation = current.generation + 1;
+    let next = Snapshot::build(loaded, generation, &shared.metrics, Some(&current));
+    Ok((generation, shared.current.swap(Arc::new(next))))
+}
+
+/// Nice +10 for the calling thread (Linux keeps a nice value per thread).
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: setpriority(2) on the calling thread's own id; no memory is involved.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    if rc != 0 {
+        tracing::debug!(
+            "reload thread keeps its priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -142,6 +201,7 @@ impl BackgroundService for Control {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
                     self.shared.store.sweep(now);
+                    self.free_retired();
                 }
                 _ = shutdown.changed() => {
                     self.drain().await;
@@ -152,8 +212,9 @@ impl BackgroundService for Control {
                         return;
                     }
                     tracing::info!(path = %self.path.display(), "SIGHUP: reloading configuration");
+                    let started = std::time::Instant::now();
                     let result = self.reload();
-                    self.record(result);
+                    self.record(result, started.elapsed());
                 }
             }
         }

@@ -93,6 +93,8 @@ pub struct PoolRt {
     pub methods: Vec<Persistence>,
     /// `methods[i]`'s row in `decisions` (one row per distinct method name).
     pub method_label: Vec<usize>,
+    /// The rows of `decisions`: each distinct method name, in order.
+    method_names: Vec<&'static str>,
     /// Does any method keep sessions in the store?
     pub uses_tables: bool,
     pub hash: HashConfig,
@@ -155,11 +157,39 @@ impl PoolRt {
         self.ring.as_ref()?.pick(key, eligible, bound)
     }
 
+    /// (id, weight) of every backend, in order: what the ring is built from.
+    fn ring_ids(&self) -> Vec<(&str, u32)> {
+        self.backends.iter().map(|b| (b.id.as_str(), b.weight)).collect()
+    }
+
     /// The backend that owns `key` on the ring, whatever its state and load: where
     /// the key's session lives while that backend can keep it.
     pub fn hash_owner(&self, key: u64) -> Option<usize> {
         self.ring.as_ref()?.pick(key, |_| true, None)
     }
+}
+
+/// The metric handles of backend `b` of `pool`: those of the previous generation when
+/// the backend was already there (its counters and histogram go on), with its state and
+/// weight gauges updated if they changed.
+fn backend_metrics(
+    metrics: &Metrics,
+    pool: &str,
+    b: &Backend,
+    states: &[&str],
+    before: Option<&PoolRt>,
+) -> BackendMetrics {
+    let known = before.and_then(|p| Some(&p.backends[p.backend_index(b.id.as_str().as_bytes())?]));
+    let Some(old) = known else {
+        return metrics.backend(pool, b.id.as_str(), b.state.as_str(), states, b.weight);
+    };
+    if old.state != b.state {
+        metrics.set_backend_state(pool, b.id.as_str(), b.state.as_str(), states);
+    }
+    if old.weight != b.weight {
+        metrics.set_backend_weight(pool, b.id.as_str(), b.weight);
+    }
+    old.metrics.clone()
 }
 
 impl Snapshot {
@@ -174,8 +204,15 @@ impl Snapshot {
         let states = states();
         let mut pools = Vec::with_capacity(config.pools.len());
         let mut index = HashMap::new();
+        // What survives from the previous generation is reused rather than rebuilt:
+        // metric handles, decision counters, hash rings. A reload of a large
+        // configuration then costs little more than parsing it.
+        let prev_pools: HashMap<&PoolId, &PoolRt> = prev
+            .map(|p| p.pools.iter().map(|pool| (&pool.id, pool)).collect())
+            .unwrap_or_default();
         for (i, pool) in config.pools.values().enumerate() {
             index.insert(pool.id.clone(), i);
+            let before = prev_pools.get(&pool.id).copied();
             let backends: Vec<BackendRt> = pool
                 .backends
                 .iter()
@@ -184,13 +221,7 @@ impl Snapshot {
                     address: b.address,
                     weight: b.weight,
                     state: b.state,
-                    metrics: metrics.backend(
-                        pool.id.as_str(),
-                        b.id.as_str(),
-                        b.state.as_str(),
-                        &states,
-                        b.weight,
-                    ),
+                    metrics: backend_metrics(metrics, pool.id.as_str(), b, &states, before),
                 })
                 .collect();
             // Weights for new sessions: only active backends take them.
@@ -198,7 +229,7 @@ impl Snapshot {
                 .iter()
                 .map(|b| if b.takes_new() { b.weight } else { 0 })
                 .collect();
-            let mut labels: Vec<&str> = Vec::new();
+            let mut labels: Vec<&'static str> = Vec::new();
             let method_label = pool
                 .persistence
                 .iter()
@@ -218,11 +249,17 @@ impl Snapshot {
                 || pool.persistence.iter().any(|m| matches!(m, Persistence::Hash));
             // Every configured backend owns points, whatever its state: exclusions are
             // made per pick, so a state change never reshuffles the others' keys.
-            let ring = hashes.then(|| {
-                let ids: Vec<(&str, u32)> = backends.iter().map(|b| (b.id.as_str(), b.weight)).collect();
-                HashRing::new(&ids)
+            let ids: Vec<(&str, u32)> = backends.iter().map(|b| (b.id.as_str(), b.weight)).collect();
+            let ring = hashes.then(|| match before {
+                Some(p) if p.ring.is_some() && p.ring_ids() == ids => p.ring.clone(),
+                _ => Some(HashRing::new(&ids)),
             });
+            let ring = ring.flatten();
             let outcomes = Outcome::ALL.map(Outcome::as_str);
+            let decisions = match before {
+                Some(p) if p.method_names == labels => p.decisions.clone(),
+                _ => metrics.decisions(pool.id.as_str(), &labels, &outcomes),
+            };
             pools.push(PoolRt {
                 id: pool.id.clone(),
                 balance: pool.balance,
@@ -234,7 +271,8 @@ impl Snapshot {
                     .collect(),
                 weights,
                 backends,
-                decisions: metrics.decisions(pool.id.as_str(), &labels, &outcomes),
+                decisions,
+                method_names: labels,
                 methods: pool.persistence.clone(),
                 method_label,
                 uses_tables,
