@@ -203,6 +203,23 @@ async fn in_flight_work_finishes_on_its_snapshot() {
             break r.set_cookie.unwrap();
         }
     };
+    // A 64 MiB download read slowly, so that it spans the reload.
+    let download = {
+        let c = c.clone();
+        let url = lb.url(&format!("/download?bytes={}", 64 << 20));
+        let cookie = cookie.clone();
+        tokio::spawn(async move {
+            let mut r = c.get(url).header("cookie", cookie).send().await.unwrap();
+            let mut got = 0usize;
+            while let Some(chunk) = r.chunk().await.unwrap() {
+                got += chunk.len();
+                if got % (4 << 20) < chunk.len() {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                }
+            }
+            got
+        })
+    };
     let slow = {
         let c = c.clone();
         let url = lb.url("/slow?ms=1500");
@@ -233,10 +250,29 @@ async fn in_flight_work_finishes_on_its_snapshot() {
         let echo = ws.next().await.unwrap().unwrap();
         assert_eq!(echo.into_text().unwrap().as_str(), format!("{}:m{n}", bs[0].id));
     }
+    assert_eq!(download.await.unwrap(), 64 << 20, "the download was cut short");
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains(&bs[0].id), "{body}");
     ws.close(None).await.unwrap();
+    // A pool and a route added by reload serve at once.
+    let api = list(&bs, &[(0, "active", 1)]);
+    let with_api = format!(
+        "{}  api:\n    persistence: []\n    backends:\n{api}",
+        config(addr, admin, &only_1, "name: LIMPET, ttl: 15m", "")
+    )
+    .replace(
+        "routes:\n",
+        "routes:\n  - host: api.example\n    path_prefix: /\n    pool: api\n",
+    );
+    assert!(lb.reload(&with_api).await, "{}", lb.log_text());
+    let r = c
+        .get(lb.url("/"))
+        .header("host", "api.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-backend-id"], bs[0].id.as_str());
     // New requests, the old session's included, go to what the new snapshot has.
     let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
     assert_eq!(r.backend, bs[1].id);
