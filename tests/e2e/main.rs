@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod cookie;
 mod failover;
+mod redis;
 mod reload;
 mod streaming;
 mod tables;

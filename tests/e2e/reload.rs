@@ -45,7 +45,7 @@ async fn user_loop(lb_url: String, users: usize, stop: Arc<AtomicBool>, seen: Ar
         for (u, slot) in jar.iter_mut().enumerate() {
             // Users come and go: every so often one starts a new session, so backends
             // added by a reload get sessions that a later reload may take away.
-            if (round + u) % 12 == 0 {
+            if (round + u).is_multiple_of(12) {
                 *slot = None;
             }
             let cookies: Vec<&[u8]> = slot.iter().map(|(c, _)| c.as_bytes()).collect();

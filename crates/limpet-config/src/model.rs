@@ -124,6 +124,47 @@ pub struct Route {
 pub struct SessionStore {
     /// Bound on live entries of the embedded store; the soonest-expiring go first.
     pub max_entries: usize,
+    /// `kind: redis`: the shared store several limpet instances use.
+    pub redis: Option<RedisStore>,
+}
+
+/// A Redis session store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisStore {
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS) or `unix://path`.
+    pub url: String,
+    /// Prepended to every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Multiplexed connections, used in turn.
+    pub pool_size: usize,
+    /// A slower answer counts as a miss (and an error), never as a client error.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    /// The URL may carry a password: it is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A Redis URL with any password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
 }
 
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;

@@ -54,12 +54,20 @@ pub struct SessionStore {
     pub redis_url: F<String>,
     pub key_prefix: F<String>,
     pub timeout: F<String>,
+    pub pool_size: F<u64>,
     pub max_entries: F<u64>,
     #[serde(flatten)]
     pub unknown: Mapping,
 }
 
-pub const SESSION_STORE_KEYS: &[&str] = &["kind", "redis_url", "key_prefix", "timeout", "max_entries"];
+pub const SESSION_STORE_KEYS: &[&str] = &[
+    "kind",
+    "redis_url",
+    "key_prefix",
+    "timeout",
+    "pool_size",
+    "max_entries",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Hash {

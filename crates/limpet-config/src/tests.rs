@@ -132,8 +132,46 @@ fn unknown_top_level_key_and_not_yet_supported() {
         "pools.web.balance",
         "did you mean `round_robin`"
     ));
+}
+
+#[test]
+fn redis_session_store() {
+    let text = format!(
+        "{GOOD}session_store: {{ kind: redis, redis_url: \"rediss://app:s3cret@redis.internal:6380/2\", key_prefix: \"limpet:prod:\", timeout: 20ms, pool_size: 8 }}\n"
+    );
+    let store = parse(&text).unwrap().session_store;
+    let redis = store.redis.unwrap();
+    assert_eq!(redis.key_prefix, "limpet:prod:");
+    assert_eq!(redis.timeout, Duration::from_millis(20));
+    assert_eq!(redis.pool_size, 8);
+    // The password never reaches a log line.
+    assert!(!format!("{redis:?}").contains("s3cret"));
+    assert_eq!(redact_url(&redis.url), "rediss://app:***@redis.internal:6380/2");
+    // Defaults.
+    let text = format!("{GOOD}session_store: {{ kind: redis, redis_url: \"redis://127.0.0.1\" }}\n");
+    let redis = parse(&text).unwrap().session_store.redis.unwrap();
+    assert_eq!((redis.key_prefix.as_str(), redis.pool_size), ("limpet:", 4));
+    assert_eq!(redis.timeout, Duration::from_millis(50));
+    // Every mistake at once.
+    let text = format!(
+        "{GOOD}session_store: {{ kind: redis, redis_url: \"http://x:pw@h\", key_prefix: \"a b\", timeout: 1m, pool_size: 0, max_entries: 5 }}\n"
+    );
+    let errs = errors(&text);
+    assert!(
+        has(&errs, "session_store.redis_url", "not a Redis URL"),
+        "{errs:?}"
+    );
+    assert!(!format!("{errs:?}").contains("pw@"), "{errs:?}");
+    assert!(has(&errs, "session_store.key_prefix", "without spaces"));
+    assert!(has(&errs, "session_store.timeout", "out of range"));
+    assert!(has(&errs, "session_store.pool_size", "out of range"));
+    assert!(has(
+        &errs,
+        "session_store.max_entries",
+        "only applies to kind: memory"
+    ));
     let text = format!("{GOOD}session_store: {{ kind: redis }}\n");
-    assert!(has(&errors(&text), "session_store.kind", "not supported yet"));
+    assert!(has(&errors(&text), "session_store.redis_url", "needs redis_url"));
 }
 
 #[test]

@@ -378,12 +378,14 @@ fn cookie_keys(field: Option<Lenient<Vec<Lenient<s::CookieKey>>>>, errs: &mut Er
 fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut Errors) -> SessionStore {
     let default = SessionStore {
         max_entries: DEFAULT_MAX_ENTRIES,
+        redis: None,
     };
     let Some(s::SessionStore {
         kind,
         redis_url,
         key_prefix,
         timeout,
+        pool_size,
         max_entries,
         unknown,
     }) = take("session_store", field, errs)
@@ -391,25 +393,32 @@ fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut Errors) -> 
         return default;
     };
     unknown_keys("session_store", &unknown, s::SESSION_STORE_KEYS, errs);
+    let only_for = |errs: &mut Errors, key: &str, kind: &str| {
+        errs.at(
+            &join("session_store", key),
+            format!("only applies to kind: {kind}"),
+        )
+        .hint = Some(format!("remove it, or set kind: {kind}"));
+    };
+    let mut redis = None;
     match take("session_store.kind", kind, errs).as_deref() {
         None | Some("memory") => {
             for (key, given) in [
                 ("redis_url", redis_url.is_some()),
                 ("key_prefix", key_prefix.is_some()),
                 ("timeout", timeout.is_some()),
+                ("pool_size", pool_size.is_some()),
             ] {
                 if given {
-                    errs.at(&join("session_store", key), "only applies to kind: redis")
-                        .hint = Some("remove it, or set kind: redis".into());
+                    only_for(errs, key, "redis");
                 }
             }
         }
         Some("redis") => {
-            errs.at(
-                "session_store.kind",
-                "redis is not supported yet by this version of limpet",
-            )
-            .hint = Some("use kind: memory for now".into());
+            if max_entries.is_some() {
+                only_for(errs, "max_entries", "memory");
+            }
+            redis = redis_store(redis_url, key_prefix, timeout, pool_size, errs);
         }
         Some(other) => {
             let e = errs.at(
@@ -430,7 +439,67 @@ fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut Errors) -> 
             DEFAULT_MAX_ENTRIES
         }
     };
-    SessionStore { max_entries }
+    SessionStore { max_entries, redis }
+}
+
+fn redis_store(
+    url: Option<Lenient<String>>,
+    key_prefix: Option<Lenient<String>>,
+    timeout: Option<Lenient<String>>,
+    pool_size: Option<Lenient<u64>>,
+    errs: &mut Errors,
+) -> Option<RedisStore> {
+    let up = "session_store.redis_url";
+    let url = match take(up, url, errs) {
+        None => {
+            errs.at(up, "kind: redis needs redis_url").hint =
+                Some("write e.g. redis://127.0.0.1:6379/0".into());
+            None
+        }
+        Some(u) => {
+            let rest = ["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .find_map(|scheme| u.strip_prefix(scheme));
+            match rest {
+                Some(r) if !r.is_empty() && !r.contains(char::is_whitespace) => Some(u),
+                _ => {
+                    errs.at(up, format!("`{}` is not a Redis URL", redact_url(&u)))
+                        .hint = Some(
+                        "write redis://[user:password@]host[:port][/db], rediss://… for TLS, or unix:///path"
+                            .into(),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let kp = "session_store.key_prefix";
+    let key_prefix = take(kp, key_prefix, errs).unwrap_or_else(|| "limpet:".into());
+    if key_prefix.len() > 64 || key_prefix.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        errs.at(kp, "must be at most 64 characters, without spaces").hint =
+            Some("write e.g. \"limpet:prod:\"".into());
+    }
+    let tp = "session_store.timeout";
+    let timeout = duration(tp, timeout, Duration::from_millis(50), errs);
+    if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(10) {
+        errs.at(tp, format!("{} is out of range", human(timeout))).hint =
+            Some("use 1ms to 10s; requests wait this long at most for Redis".into());
+    }
+    let pp = "session_store.pool_size";
+    let pool_size = match take(pp, pool_size, errs) {
+        None => 4,
+        Some(n @ 1..=64) => n as usize,
+        Some(n) => {
+            errs.at(pp, format!("{n} is out of range")).hint = Some("use 1 to 64".into());
+            4
+        }
+    };
+    Some(RedisStore {
+        url: url?,
+        key_prefix,
+        pool_size,
+        timeout,
+    })
 }
 
 fn hash_config(p: &str, field: Option<Lenient<s::Hash>>, errs: &mut Errors) -> HashConfig {
@@ -1015,9 +1084,9 @@ fn human(d: Duration) -> String {
     let s = d.as_secs();
     if d.subsec_millis() != 0 {
         format!("{}ms", d.as_millis())
-    } else if s % 3600 == 0 && s > 0 {
+    } else if s.is_multiple_of(3600) && s > 0 {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 && s > 0 {
+    } else if s.is_multiple_of(60) && s > 0 {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

@@ -6,7 +6,6 @@ use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
-use limpet_sessions::SessionStore;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde::Serialize;

@@ -191,18 +191,11 @@ impl BackgroundService for Control {
                 return;
             }
         };
-        // Expired table entries are also dropped when read; the sweep frees the rest.
-        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(1));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = sweep.tick() => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    self.shared.store.sweep(now);
-                    self.free_retired();
-                }
+                _ = tick.tick() => self.free_retired(),
                 _ = shutdown.changed() => {
                     self.drain().await;
                     return;
@@ -216,6 +209,41 @@ impl BackgroundService for Control {
                     let result = self.reload();
                     self.record(result, started.elapsed());
                 }
+            }
+        }
+    }
+}
+
+/// Owns the session store's upkeep: opens its connections (on this service's own
+/// runtime, which lives as long as the process) and every second drops expired entries
+/// and refreshes the per-backend counts. Apart from the reload loop, so that a slow
+/// store never delays a SIGHUP.
+pub struct StoreKeeper {
+    shared: Arc<Shared>,
+}
+
+impl StoreKeeper {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for StoreKeeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.shared.store.start().await;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let live = crate::snapshot::table_pools(&self.shared.current.load());
+                    self.shared.store.maintain(&live, now).await;
+                }
+                _ = shutdown.changed() => return,
             }
         }
     }

@@ -13,7 +13,7 @@ mod snapshot;
 mod upgrade;
 
 pub use admin::Admin;
-pub use control::Control;
+pub use control::{Control, StoreKeeper};
 pub use load::{load_file, Loaded};
 pub use proxy::Limpet;
 pub use snapshot::{Shared, Snapshot};

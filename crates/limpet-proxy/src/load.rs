@@ -44,6 +44,15 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         }
         ConfigErrors(errs)
     })?;
+    if let Some(redis) = &config.session_store.redis {
+        // The client's own URL parser has the last word (ports, database numbers).
+        if let Err(msg) = limpet_sessions::RedisStore::new(redis) {
+            let locations = limpet_config::Locations::index(&text);
+            let mut e = ConfigError::new("session_store.redis_url", msg);
+            e.location = locations.find(&e.path);
+            return Err(ConfigErrors::single(e));
+        }
+    }
     Ok(Loaded {
         config: Arc::new(config),
         keyring,

@@ -15,7 +15,7 @@ use limpet_config::{
     PoolId,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
-use limpet_sessions::MemoryStore;
+use limpet_sessions::SessionStore;
 
 use crate::load::Loaded;
 
@@ -28,13 +28,12 @@ pub struct Shared {
     /// Downstream requests in progress (WebSockets included), for graceful stop.
     pub active: Arc<std::sync::atomic::AtomicUsize>,
     /// Session tables; outlive every snapshot, so sessions survive reloads.
-    pub store: Arc<MemoryStore>,
+    pub store: Arc<dyn SessionStore>,
 }
 
 impl Shared {
     /// Publishes the store's gauges for the current snapshot (called at scrape time).
     pub fn refresh_store_metrics(&self) {
-        use limpet_sessions::SessionStore;
         let snap = self.current.load_full();
         for pool in snap.pools.iter().filter(|p| p.uses_tables) {
             self.metrics
@@ -48,7 +47,19 @@ impl Shared {
             }
         }
         self.metrics.sync_store_errors("evicted", self.store.evicted());
+        let (timeouts, unreachable) = self.store.failures();
+        self.metrics.sync_store_errors("timeout", timeouts);
+        self.metrics.sync_store_errors("connection", unreachable);
     }
+}
+
+/// Every pool with a table method and its backend ids: what the store keeps counts of.
+pub fn table_pools(snap: &Snapshot) -> Vec<(PoolId, Vec<BackendId>)> {
+    snap.pools
+        .iter()
+        .filter(|p| p.uses_tables)
+        .map(|p| (p.id.clone(), p.backends.iter().map(|b| b.id.clone()).collect()))
+        .collect()
 }
 
 /// Counts one downstream request while alive.

@@ -9,12 +9,14 @@
 //! limpet instances derive the same key for the same id.
 
 mod memory;
+mod redis_store;
 
 use async_trait::async_trait;
 use limpet_config::{BackendId, PoolId};
 use sha2::{Digest, Sha256};
 
 pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
 
 /// The stored identity of one session: 128 bits of SHA-256 over pool, method and id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,4 +89,24 @@ pub trait SessionStore: Send + Sync {
 
     /// Entries evicted so far to respect the store's bound.
     fn evicted(&self) -> u64;
+
+    /// Operations that failed so far: (timed out, could not reach the store).
+    fn failures(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// Opens what the store needs. Runs once, on the runtime that then drives the
+    /// store's connections for the life of the process.
+    async fn start(&self) {}
+
+    /// Periodic upkeep (every second): drop expired entries and bring the counts of
+    /// `live` backends (pool, its backend ids) up to date.
+    async fn maintain(&self, live: &[(PoolId, Vec<BackendId>)], now: u64);
+}
+
+impl TableKey {
+    /// 32 hex digits: how the key is spelled in a shared store.
+    pub fn hex(&self) -> String {
+        format!("{:016x}{:016x}", self.0[0], self.0[1])
+    }
 }

@@ -370,6 +370,10 @@ impl SessionStore for MemoryStore {
         slots.into_iter().map(|s| self.total(s)).sum()
     }
 
+    async fn maintain(&self, _live: &[(PoolId, Vec<BackendId>)], now: u64) {
+        self.sweep(now);
+    }
+
     fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
     }

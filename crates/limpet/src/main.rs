@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use limpet_config::LogFormat;
-use limpet_proxy::{load_file, Admin, Control, Limpet, Loaded, Shared, Snapshot};
+use limpet_proxy::{load_file, Admin, Control, Limpet, Loaded, Shared, Snapshot, StoreKeeper};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -113,7 +113,12 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
     server.bootstrap();
 
     let metrics = limpet_metrics::Metrics::new().context("creating metrics")?;
-    let max_entries = loaded.config.session_store.max_entries;
+    let store: Arc<dyn limpet_sessions::SessionStore> = match &loaded.config.session_store.redis {
+        None => Arc::new(limpet_sessions::MemoryStore::new(
+            loaded.config.session_store.max_entries,
+        )),
+        Some(redis) => Arc::new(limpet_sessions::RedisStore::new(redis).map_err(anyhow::Error::msg)?),
+    };
     let snapshot = Snapshot::build(loaded, 1, &metrics, None);
     metrics.config_generation.set(1);
     metrics.count_reload(true);
@@ -128,7 +133,7 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
         metrics,
         last_reload_error: arc_swap::ArcSwapOption::empty(),
         active: Default::default(),
-        store: Arc::new(limpet_sessions::MemoryStore::new(max_entries)),
+        store,
     });
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
@@ -145,11 +150,13 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
     );
     admin.add_tcp(&config.admin.address.to_string());
     admin.threads = Some(1);
+    let keeper = background_service("limpet sessions", StoreKeeper::new(shared.clone()));
     let control = background_service("limpet control", Control::new(shared, cli.config.clone()));
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(control);
+    server.add_service(keeper);
     tracing::info!(
         listeners = ?config.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         admin = %config.admin.address,
