@@ -27,6 +27,7 @@ lint:
 bench: build
 	scripts/bench.sh
 	SECS=$${SECS:-5} target/release/reload-bench
+	SECS=$${SECS:-5} target/release/store-bench
 
 bench-micro:
 	$(CARGO) bench -p limpet-affinity -p limpet-balance --benches

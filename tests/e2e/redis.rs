@@ -250,3 +250,128 @@ async fn redis_outage_costs_no_request_and_tables_resume() {
     assert!((1..=2).contains(&down), "{log}");
     assert!(log.contains("session store reachable again"), "{log}");
 }
+
+/// Runs a command, failing the test with its output when it fails.
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_password() {
+    // A private CA and a certificate for 127.0.0.1, made with openssl.
+    let dir = scratch();
+    let at = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=limpet-test-ca",
+            "-keyout",
+            &at("ca.key"),
+            "-out",
+            &at("ca.pem"),
+        ]));
+    run(std::process::Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
+        .args(["-keyout", &at("srv.key"), "-out", &at("srv.csr")]));
+    run(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
+        .args([
+            "-in",
+            &at("srv.csr"),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca.key"),
+            "-extfile",
+            &at("ext.cnf"),
+            "-out",
+            &at("srv.pem"),
+        ]));
+    let port = free_addr().port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            &at("srv.pem"),
+            "--tls-key-file",
+            &at("srv.key"),
+        ])
+        .args(["--tls-ca-cert-file", &at("ca.pem"), "--tls-auth-clients", "no"])
+        .args(["--requirepass", "s3cret-pw", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "redis-server (TLS) did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bs = backends("tls", 3).await;
+    let start = |password: &str| {
+        let (addr, admin) = (free_addr(), free_addr());
+        let yaml = format!(
+            "{}session_store: {{ kind: redis, redis_url: \"rediss://:{password}@127.0.0.1:{port}\", timeout: 500ms }}\n",
+            pool_config(
+                (addr, admin),
+                &backend_list(&bs),
+                "      - header: { name: X-Session-Id, ttl: 15m }\n",
+                "",
+                ""
+            )
+        );
+        let ca = at("ca.pem");
+        async move { Limpet::start_with_env(&yaml, addr, admin, &[("SSL_CERT_FILE", &ca)]).await }
+    };
+    let c = client();
+    // The right password over TLS: sessions are stored and honoured.
+    let lb = start("s3cret-pw").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let first = via(&c, &lb, Some("tls-user"), None, None).await;
+        let again = via(&c, &lb, Some("tls-user"), None, None).await;
+        if lb.method_decisions("header", "hit").await >= 1.0 {
+            assert_eq!(first.backend, again.backend);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session over TLS: {}",
+            lb.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!lb.log_text().contains("s3cret-pw"));
+    // A wrong password: every request still served, the failures counted and logged
+    // without the password.
+    let wrong = start("not-the-password").await;
+    for _ in 0..5 {
+        assert_eq!(via(&c, &wrong, Some("tls-user"), None, None).await.status, 200);
+    }
+    assert!(
+        wrong
+            .metric(r#"limpet_session_store_errors_total{kind="connection"}"#)
+            .await
+            > 0.0
+    );
+    let log = wrong.log_text();
+    assert!(
+        log.contains("session store unavailable") && !log.contains("not-the-password"),
+        "{log}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

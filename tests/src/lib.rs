@@ -46,6 +46,11 @@ fn scratch_dir() -> PathBuf {
     d
 }
 
+/// A fresh scratch directory for one test.
+pub fn scratch() -> PathBuf {
+    scratch_dir()
+}
+
 /// Starts `count` demo backends named `{prefix}-1`… on ephemeral ports.
 pub async fn backends(prefix: &str, count: usize) -> Vec<Backend> {
     let mut out = Vec::new();
@@ -130,10 +135,20 @@ impl Limpet {
     /// Writes `yaml` (with `{listen}`/`{admin}` already substituted by the caller, see
     /// [`config`]) and starts limpet; waits until both listeners answer.
     pub async fn start_with(yaml: &str, addr: SocketAddr, admin: SocketAddr) -> Limpet {
+        Self::start_with_env(yaml, addr, admin, &[]).await
+    }
+
+    /// [`Limpet::start_with`] with extra environment variables.
+    pub async fn start_with_env(
+        yaml: &str,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Limpet {
         let dir = scratch_dir();
         let config = dir.join("config.yaml");
         std::fs::write(&config, yaml).unwrap();
-        Self::spawn(config, addr, admin, &dir).await
+        Self::spawn(config, addr, admin, &dir, env).await
     }
 
     /// Standard config around `backends`.
@@ -147,9 +162,16 @@ impl Limpet {
         .await
     }
 
-    async fn spawn(config: PathBuf, addr: SocketAddr, admin: SocketAddr, dir: &Path) -> Limpet {
+    async fn spawn(
+        config: PathBuf,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Limpet {
         let log = dir.join("limpet.log");
         let child = Command::new(bin("limpet"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&config)
             .arg("--upgrade-sock")
@@ -397,6 +419,10 @@ impl Redis {
         r
     }
 
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -458,4 +484,27 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The `q` quantile (0–1) of sorted latencies.
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i]
+}
+
+/// User + system CPU time a process has used so far, from /proc (Linux).
+pub fn process_cpu(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) closed by ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // SAFETY-free: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }

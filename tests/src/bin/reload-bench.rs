@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use limpet_e2e::{free_addr, parse_metric, reply, Backend, TEST_SECRET};
+use limpet_e2e::{free_addr, parse_metric, percentile, reply, Backend, TEST_SECRET};
 
 const POOLS: usize = 50;
 const PER_POOL: usize = 20;
@@ -64,14 +64,6 @@ fn config(
         }
     }
     y
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
