@@ -46,6 +46,44 @@ fn scratch_dir() -> PathBuf {
     d
 }
 
+/// Starts the limpet binary `program` on `config` with the test signing key, its
+/// upgrade socket in `dir`, `LIMPET_LOG=log_filter`, stderr to `stderr` and `env`.
+pub fn launch(
+    program: &Path,
+    config: &Path,
+    dir: &Path,
+    log_filter: &str,
+    stderr: Stdio,
+    env: &[(&str, &str)],
+) -> Child {
+    Command::new(program)
+        .envs(env.iter().copied())
+        .arg("--config")
+        .arg(config)
+        .arg("--upgrade-sock")
+        .arg(dir.join("upgrade.sock"))
+        .env("LIMPET_TEST_KEY", TEST_SECRET)
+        .env("LIMPET_LOG", log_filter)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (build it first)", program.display()))
+}
+
+/// The binary benchmarks run: `LIMPET_BIN`, or the release build.
+pub fn release_bin() -> PathBuf {
+    std::env::var("LIMPET_BIN").map_or_else(|_| PathBuf::from("target/release/limpet"), PathBuf::from)
+}
+
+/// Waits up to 30 s for limpet's admin listener to answer.
+pub async fn wait_admin(admin: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("http://{admin}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "limpet did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch() -> PathBuf {
     scratch_dir()
@@ -170,18 +208,8 @@ impl Limpet {
         env: &[(&str, &str)],
     ) -> Limpet {
         let log = dir.join("limpet.log");
-        let child = Command::new(bin("limpet"))
-            .envs(env.iter().copied())
-            .arg("--config")
-            .arg(&config)
-            .arg("--upgrade-sock")
-            .arg(dir.join("upgrade.sock"))
-            .env("LIMPET_TEST_KEY", TEST_SECRET)
-            .env("LIMPET_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
+        let child = launch(&bin("limpet"), &config, dir, "info", stderr, env);
         let l = Limpet {
             child,
             addr,

@@ -13,12 +13,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use limpet_e2e::{free_addr, parse_metric, percentile, reply, Backend, TEST_SECRET};
+use limpet_e2e::{free_addr, launch, parse_metric, percentile, release_bin, reply, wait_admin, Backend};
 
 const POOLS: usize = 50;
 const PER_POOL: usize = 20;
@@ -86,24 +86,17 @@ async fn main() {
     let path = dir.join("config.yaml");
     let log = dir.join("limpet.log");
     std::fs::write(&path, config(listen, admin, &real, 1)).unwrap();
-    let bin = std::env::var("LIMPET_BIN").unwrap_or_else(|_| "target/release/limpet".into());
-    let mut child = Command::new(&bin)
-        .arg("--config")
-        .arg(&path)
-        .arg("--upgrade-sock")
-        .arg(dir.join("u.sock"))
-        .env("LIMPET_TEST_KEY", TEST_SECRET)
-        .env("LIMPET_LOG", "warn,limpet_proxy::control=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin}: {e} (run `cargo build --release` first)"));
+    let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
+    let mut child = launch(
+        &release_bin(),
+        &path,
+        &dir,
+        "warn,limpet_proxy::control=info",
+        stderr,
+        &[],
+    );
+    wait_admin(admin).await;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("http://{admin}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "limpet did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // Clients: each takes a session, then replays its cookie; latencies per phase.
     let phase = Arc::new(Mutex::new(0usize));

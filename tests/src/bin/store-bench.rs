@@ -9,13 +9,14 @@
 //! `SECS` (default 5) per store, `CLIENTS` (default 32).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use limpet_e2e::{
-    backend_list, free_addr, percentile, pool_config, process_cpu, Backend, Redis, TEST_SECRET,
+    backend_list, free_addr, launch, percentile, pool_config, process_cpu, release_bin, wait_admin, Backend,
+    Redis,
 };
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -55,23 +56,8 @@ async fn run(backends: &[Backend], store: &str, redis: Option<&Redis>, secs: u64
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let bin = std::env::var("LIMPET_BIN").unwrap_or_else(|_| "target/release/limpet".into());
-    let mut child = Command::new(&bin)
-        .arg("--config")
-        .arg(&path)
-        .arg("--upgrade-sock")
-        .arg(dir.join("u.sock"))
-        .env("LIMPET_TEST_KEY", TEST_SECRET)
-        .env("LIMPET_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin}: {e} (run `cargo build --release` first)"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("http://{admin}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "limpet did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = launch(&release_bin(), &path, &dir, "warn", Stdio::null(), &[]);
+    wait_admin(admin).await;
     // Warm up: create part of the sessions before measuring.
     let c = limpet_e2e::client();
     for i in 0..2000 {
