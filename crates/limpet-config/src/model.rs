@@ -226,7 +226,43 @@ pub struct Pool {
     pub on_backend_down: OnBackendDown,
     /// Connect failures retried on other backends, per request.
     pub retries: u32,
+    /// A backend that joins or recovers ramps its share of new sessions up over this.
+    pub slow_start: Option<Duration>,
+    pub health_check: Option<HealthCheck>,
+    pub passive_health: Option<PassiveHealth>,
     pub backends: Vec<Backend>,
+}
+
+/// Active health checks of a pool's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// `http`: the path requested.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+    /// `http`: the statuses that pass, inclusive.
+    pub expect_status: (u16, u16),
+    /// `http`: the Host header; the backend's address when absent.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    Http,
+    Tcp,
+}
+
+/// Passive health: failures seen in real traffic take a backend out for `cooldown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    pub max_fails: u32,
+    pub window: Duration,
+    pub cooldown: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -176,10 +176,10 @@ pub struct Pool {
     pub persistence: F<Vec<Lenient<Persistence>>>,
     pub on_backend_down: F<String>,
     pub retries: F<u32>,
-    pub slow_start: Option<Value>,
+    pub slow_start: F<String>,
     pub rebalance: Option<Value>,
-    pub health_check: Option<Value>,
-    pub passive_health: Option<Value>,
+    pub health_check: F<HealthCheck>,
+    pub passive_health: F<PassiveHealth>,
     pub backends: F<Vec<Lenient<Backend>>>,
     #[serde(flatten)]
     pub unknown: Mapping,
@@ -248,3 +248,39 @@ pub struct Backend {
 }
 
 pub const BACKEND_KEYS: &[&str] = &["id", "address", "weight", "state"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HealthCheck {
+    pub kind: F<String>,
+    pub path: F<String>,
+    pub interval: F<String>,
+    pub timeout: F<String>,
+    pub rise: F<u32>,
+    pub fall: F<u32>,
+    pub expect_status: F<Value>,
+    pub host: F<Option<String>>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const HEALTH_CHECK_KEYS: &[&str] = &[
+    "kind",
+    "path",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "expect_status",
+    "host",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PassiveHealth {
+    pub max_fails: F<u32>,
+    pub window: F<String>,
+    pub cooldown: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const PASSIVE_HEALTH_KEYS: &[&str] = &["max_fails", "window", "cooldown"];

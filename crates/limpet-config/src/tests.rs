@@ -312,3 +312,63 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn health_checks_and_slow_start() {
+    let text = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    slow_start: 30s\n    health_check: { kind: http, path: /ready, interval: 500ms, timeout: 200ms, rise: 1, fall: 2, expect_status: 200-299, host: app.internal }\n    passive_health: { max_fails: 5, window: 20s, cooldown: 15s }",
+    );
+    let web = &parse(&text).unwrap().pools[&PoolId::new("web")];
+    assert_eq!(web.slow_start, Some(Duration::from_secs(30)));
+    let hc = web.health_check.clone().unwrap();
+    assert_eq!((hc.kind, hc.path.as_str()), (CheckKind::Http, "/ready"));
+    assert_eq!(
+        (hc.interval, hc.timeout),
+        (Duration::from_millis(500), Duration::from_millis(200))
+    );
+    assert_eq!((hc.rise, hc.fall, hc.expect_status), (1, 2, (200, 299)));
+    assert_eq!(hc.host.as_deref(), Some("app.internal"));
+    assert_eq!(
+        web.passive_health,
+        Some(PassiveHealth {
+            max_fails: 5,
+            window: Duration::from_secs(20),
+            cooldown: Duration::from_secs(15)
+        })
+    );
+    // Defaults, and a bare status.
+    let text = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    health_check: { expect_status: 204 }\n    passive_health: {}",
+    );
+    let web = &parse(&text).unwrap().pools[&PoolId::new("web")];
+    let hc = web.health_check.clone().unwrap();
+    assert_eq!(
+        (hc.kind, hc.path.as_str(), hc.rise, hc.fall),
+        (CheckKind::Http, "/healthz", 2, 3)
+    );
+    assert_eq!(
+        (hc.interval, hc.timeout, hc.expect_status),
+        (Duration::from_secs(2), Duration::from_secs(1), (204, 204))
+    );
+    assert_eq!(web.passive_health.unwrap().max_fails, 3);
+    assert_eq!(web.slow_start, None);
+    // Every mistake at once.
+    let text = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    slow_start: 2h\n    health_check: { kind: icmp, path: healthz, interval: 10ms, timeout: 5s, rise: 0, expect_status: 600, hots: x }\n    passive_health: { max_fails: 0, window: 1ms }",
+    );
+    let errs = errors(&text);
+    let hc = "pools.web.health_check";
+    assert!(has(&errs, "pools.web.slow_start", "out of range"), "{errs:?}");
+    assert!(has(&errs, &format!("{hc}.kind"), "not one of"));
+    assert!(has(&errs, &format!("{hc}.path"), "not a request path"));
+    assert!(has(&errs, &format!("{hc}.interval"), "out of range"));
+    assert!(has(&errs, &format!("{hc}.timeout"), "out of range"));
+    assert!(has(&errs, &format!("{hc}.rise"), "out of range"));
+    assert!(has(&errs, &format!("{hc}.expect_status"), "not a status"));
+    assert!(has(&errs, &format!("{hc}.hots"), "did you mean `host`"));
+    assert!(has(&errs, "pools.web.passive_health.max_fails", "out of range"));
+    assert!(has(&errs, "pools.web.passive_health.window", "out of range"));
+}

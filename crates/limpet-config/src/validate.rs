@@ -502,6 +502,141 @@ fn redis_store(
     })
 }
 
+fn health_check_config(p: &str, h: s::HealthCheck, errs: &mut Errors) -> HealthCheck {
+    let s::HealthCheck {
+        kind,
+        path,
+        interval,
+        timeout,
+        rise,
+        fall,
+        expect_status,
+        host,
+        unknown,
+    } = h;
+    unknown_keys(p, &unknown, s::HEALTH_CHECK_KEYS, errs);
+    let kind = choice(
+        &join(p, "kind"),
+        kind,
+        &[("http", CheckKind::Http), ("tcp", CheckKind::Tcp)],
+        CheckKind::Http,
+        errs,
+    );
+    let pp = join(p, "path");
+    let path = take(&pp, path, errs).unwrap_or_else(|| "/healthz".into());
+    if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+        errs.at(&pp, format!("`{path}` is not a request path")).hint = Some("write e.g. /healthz".into());
+    }
+    let ip = join(p, "interval");
+    let interval = duration(&ip, interval, Duration::from_secs(2), errs);
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+        errs.at(&ip, format!("{} is out of range", human(interval))).hint = Some("use 100ms to 1h".into());
+    }
+    let tp = join(p, "timeout");
+    let timeout = duration(&tp, timeout, Duration::from_secs(1), errs);
+    if timeout < Duration::from_millis(10) || timeout > interval.max(Duration::from_millis(10)) {
+        errs.at(&tp, format!("{} is out of range", human(timeout))).hint =
+            Some("use 10ms up to the interval, so checks never overlap".into());
+    }
+    let count = |key: &str, v: Option<Lenient<u32>>, default: u32, errs: &mut Errors| {
+        let kp = join(p, key);
+        match take(&kp, v, errs) {
+            None => default,
+            Some(n @ 1..=100) => n,
+            Some(n) => {
+                errs.at(&kp, format!("{n} is out of range")).hint = Some("use 1 to 100".into());
+                default
+            }
+        }
+    };
+    let rise = count("rise", rise, 2, errs);
+    let fall = count("fall", fall, 3, errs);
+    let ep = join(p, "expect_status");
+    let expect_status = match take(&ep, expect_status, errs) {
+        None => (200, 399),
+        Some(v) => status_range(&v).unwrap_or_else(|| {
+            errs.at(&ep, "is not a status or a range of statuses").hint =
+                Some("write e.g. 200 or 200-399".into());
+            (200, 399)
+        }),
+    };
+    let hp = join(p, "host");
+    let host = take(&hp, host, errs).flatten();
+    if let Some(h) = &host {
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        {
+            errs.at(&hp, format!("`{h}` is not a host")).hint =
+                Some("write e.g. app.internal, or null".into());
+        }
+    }
+    HealthCheck {
+        kind,
+        path,
+        interval,
+        timeout,
+        rise,
+        fall,
+        expect_status,
+        host,
+    }
+}
+
+/// `200` or `"200-399"`: an inclusive range of statuses from 100 to 599.
+fn status_range(v: &Value) -> Option<(u16, u16)> {
+    let (lo, hi) = match v {
+        Value::Number(n) => {
+            let n = u16::try_from(n.as_u64()?).ok()?;
+            (n, n)
+        }
+        Value::String(s) => match s.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let n = s.trim().parse().ok()?;
+                (n, n)
+            }
+        },
+        _ => return None,
+    };
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
+}
+
+fn passive_health_config(p: &str, h: s::PassiveHealth, errs: &mut Errors) -> PassiveHealth {
+    let s::PassiveHealth {
+        max_fails,
+        window,
+        cooldown,
+        unknown,
+    } = h;
+    unknown_keys(p, &unknown, s::PASSIVE_HEALTH_KEYS, errs);
+    let mp = join(p, "max_fails");
+    let max_fails = match take(&mp, max_fails, errs) {
+        None => 3,
+        Some(n @ 1..=1000) => n,
+        Some(n) => {
+            errs.at(&mp, format!("{n} is out of range")).hint = Some("use 1 to 1000".into());
+            3
+        }
+    };
+    let range = |key: &str, v: Option<Lenient<String>>, errs: &mut Errors| {
+        let kp = join(p, key);
+        let d = duration(&kp, v, Duration::from_secs(10), errs);
+        if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+            errs.at(&kp, format!("{} is out of range", human(d))).hint = Some("use 100ms to 1h".into());
+        }
+        d
+    };
+    let window = range("window", window, errs);
+    let cooldown = range("cooldown", cooldown, errs);
+    PassiveHealth {
+        max_fails,
+        window,
+        cooldown,
+    }
+}
+
 fn hash_config(p: &str, field: Option<Lenient<s::Hash>>, errs: &mut Errors) -> HashConfig {
     let Some(s::Hash {
         key,
@@ -772,16 +907,26 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
     } = surface;
     unknown_keys(p, &unknown, s::POOL_KEYS, errs);
     let hash = hash_config(&join(p, "hash"), hash, errs);
-    for (key, v) in [
-        ("slow_start", &slow_start),
-        ("rebalance", &rebalance),
-        ("health_check", &health_check),
-        ("passive_health", &passive_health),
-    ] {
-        if v.is_some() {
-            not_yet(&join(p, key), errs);
-        }
+    if rebalance.is_some() {
+        not_yet(&join(p, "rebalance"), errs);
     }
+    let ssp = join(p, "slow_start");
+    let slow_start = take(&ssp, slow_start, errs).and_then(|text| match parse_duration(&text) {
+        Ok(d) if d.is_zero() => None,
+        Ok(d) if d <= Duration::from_secs(3600) => Some(d),
+        Ok(d) => {
+            errs.at(&ssp, format!("{} is out of range", human(d))).hint = Some("use 0s (off) to 1h".into());
+            None
+        }
+        Err(msg) => {
+            errs.at(&ssp, msg).hint = Some("write a duration, e.g. 30s".into());
+            None
+        }
+    });
+    let health_check = take(&join(p, "health_check"), health_check, errs)
+        .map(|h| health_check_config(&join(p, "health_check"), h, errs));
+    let passive_health = take(&join(p, "passive_health"), passive_health, errs)
+        .map(|h| passive_health_config(&join(p, "passive_health"), h, errs));
     let balance = choice(
         &join(p, "balance"),
         balance,
@@ -912,6 +1057,9 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
         persistence: methods,
         on_backend_down,
         retries,
+        slow_start,
+        health_check,
+        passive_health,
         backends: out,
     })
 }

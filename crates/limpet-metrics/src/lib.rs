@@ -3,8 +3,8 @@
 //! snapshot is built, so the request path touches only atomics.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// HTTP status classes used as the `code` label.
@@ -28,7 +28,9 @@ pub struct Metrics {
     in_flight: IntGaugeVec,
     connect_errors: IntCounterVec,
     state: IntGaugeVec,
-    weight: IntGaugeVec,
+    weight: GaugeVec,
+    up: IntGaugeVec,
+    health_checks: IntCounterVec,
     decisions: IntCounterVec,
     backend_sessions: IntGaugeVec,
     store_entries: IntGaugeVec,
@@ -45,6 +47,12 @@ pub struct BackendMetrics {
     pub response_seconds: Histogram,
     pub in_flight: IntGauge,
     pub connect_errors: IntCounter,
+    /// `limpet_backend_up`: 1 while health checks (active and passive) pass.
+    pub up: IntGauge,
+    /// `limpet_backend_weight`: configured weight times the slow-start ramp.
+    pub weight: Gauge,
+    checks_ok: IntCounter,
+    checks_failed: IntCounter,
 }
 
 /// One in-flight slot of a backend; dropping it releases the slot, so the gauge stays
@@ -61,6 +69,15 @@ impl BackendMetrics {
     pub fn in_flight_slot(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
+    }
+
+    /// Counts one active health check.
+    pub fn count_check(&self, ok: bool) {
+        if ok {
+            self.checks_ok.inc();
+        } else {
+            self.checks_failed.inc();
+        }
     }
 
     /// Counts one finished request under its status class.
@@ -154,12 +171,29 @@ impl Metrics {
             )?,
             weight: reg(
                 &r,
-                IntGaugeVec::new(
+                GaugeVec::new(
                     Opts::new(
                         "limpet_backend_weight",
-                        "Effective backend weight for new sessions.",
+                        "Effective backend weight for new sessions: the configured weight, ramped by slow start.",
                     ),
                     pb,
+                )?,
+            )?,
+            up: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "limpet_backend_up",
+                        "1 while the backend passes its health checks (active and passive), else 0.",
+                    ),
+                    pb,
+                )?,
+            )?,
+            health_checks: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("limpet_health_check_total", "Active health checks, by result."),
+                    &["pool", "backend", "result"],
                 )?,
             )?,
             decisions: reg(
@@ -274,6 +308,10 @@ impl Metrics {
             response_seconds: self.response_seconds.with_label_values(&[pool, backend]),
             in_flight: self.in_flight.with_label_values(&[pool, backend]),
             connect_errors: self.connect_errors.with_label_values(&[pool, backend]),
+            up: self.up.with_label_values(&[pool, backend]),
+            weight: self.weight.with_label_values(&[pool, backend]),
+            checks_ok: self.health_checks.with_label_values(&[pool, backend, "ok"]),
+            checks_failed: self.health_checks.with_label_values(&[pool, backend, "fail"]),
         }
     }
 
@@ -289,7 +327,7 @@ impl Metrics {
     pub fn set_backend_weight(&self, pool: &str, backend: &str, weight: u32) {
         self.weight
             .with_label_values(&[pool, backend])
-            .set(i64::from(weight));
+            .set(f64::from(weight));
     }
 
     /// Removes every series of a backend that a new configuration no longer has.
@@ -304,6 +342,10 @@ impl Metrics {
         let _ = self.in_flight.remove_label_values(&[pool, backend]);
         let _ = self.connect_errors.remove_label_values(&[pool, backend]);
         let _ = self.weight.remove_label_values(&[pool, backend]);
+        let _ = self.up.remove_label_values(&[pool, backend]);
+        for r in ["ok", "fail"] {
+            let _ = self.health_checks.remove_label_values(&[pool, backend, r]);
+        }
         let _ = self.backend_sessions.remove_label_values(&[pool, backend]);
     }
 

@@ -43,7 +43,11 @@ struct BackendStatus<'a> {
     id: &'a str,
     address: String,
     state: &'static str,
+    /// Passes its health checks (active and passive).
+    up: bool,
     weight: u32,
+    /// The weight new sessions see now: `weight` ramped by slow start.
+    effective_weight: f64,
     in_flight: i64,
     /// Live table sessions; absent for pools without session tables.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,7 +94,10 @@ impl Admin {
                             id: b.id.as_str(),
                             address: b.address.to_string(),
                             state: b.state.as_str(),
+                            up: b.health.usable(crate::health::now_ms()),
                             weight: b.weight,
+                            effective_weight: f64::from(b.weight)
+                                * b.health.ramp(p.slow_start, crate::health::now_ms()),
                             in_flight: b.metrics.in_flight.get(),
                             sessions: p.uses_tables.then(|| self.shared.store.sessions(&p.id, &b.id)),
                         })

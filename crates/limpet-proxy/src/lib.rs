@@ -4,6 +4,7 @@
 
 mod admin;
 mod control;
+mod health;
 mod keys;
 mod load;
 mod persist;
@@ -14,6 +15,7 @@ mod upgrade;
 
 pub use admin::Admin;
 pub use control::{Control, StoreKeeper};
+pub use health::HealthService;
 pub use load::{load_file, Loaded};
 pub use proxy::Limpet;
 pub use snapshot::{Shared, Snapshot};

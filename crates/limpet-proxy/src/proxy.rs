@@ -23,6 +23,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::health::now_ms;
 use crate::persist::{self, Eval, RequestView};
 use crate::request;
 use crate::snapshot::{outcome_index, Active, PoolRt, Shared, Snapshot};
@@ -66,6 +67,8 @@ pub struct Ctx {
     evals: Vec<Eval>,
     /// The request's consistent-hash key, when the pool hashes and the request has one.
     hash_key: Option<u64>,
+    /// Status of the backend's response, once it has answered.
+    upstream_status: Option<u16>,
 }
 
 impl Ctx {
@@ -100,6 +103,7 @@ impl Ctx {
             return AfterConnectFailure::GiveUp;
         };
         pool.backends[failed].metrics.connect_errors.inc();
+        passive_failure(pool, failed, "connect failed");
         // A strict pool never moves a pinned session elsewhere.
         if pool.on_backend_down == OnBackendDown::Strict && self.pinned == Some(failed) {
             return AfterConnectFailure::Strict;
@@ -221,6 +225,20 @@ pub(crate) async fn respond(
     Ok(true)
 }
 
+/// Feeds a failure seen in real traffic to backend `i`'s passive health check.
+pub(crate) fn passive_failure(pool: &PoolRt, i: usize, what: &str) {
+    let Some(passive) = &pool.passive_health else {
+        return;
+    };
+    let b = &pool.backends[i];
+    if b.health.record_failure(passive, now_ms()) {
+        tracing::warn!(
+            pool = %pool.id, backend = %b.id, failure = what, max_fails = passive.max_fails,
+            cooldown = ?passive.cooldown, "passive health check: backend taken out of rotation"
+        );
+    }
+}
+
 /// May backend `i` receive a new session in a request that already tried `tried`?
 fn may_take_new(pool: &PoolRt, tried: &[usize], i: usize) -> bool {
     pool.backends[i].takes_new() && !tried.contains(&i)
@@ -229,7 +247,21 @@ fn may_take_new(pool: &PoolRt, tried: &[usize], i: usize) -> bool {
 /// Chooses a backend for a new session among those that take new sessions and were not
 /// tried yet in this request.
 fn pick_new(pool: &PoolRt, tried: &[usize], hash_key: Option<u64>) -> Option<usize> {
-    let eligible = |i: usize| may_take_new(pool, tried, i);
+    // Slow start: a backend ramping up takes part in this pick with a probability equal
+    // to its ramp, so its share of new sessions grows linearly from 0 to its weight.
+    // When every candidate is held back, the ramp is ignored rather than refuse.
+    let mut held: Vec<usize> = Vec::new();
+    if pool.slow_start.is_some() {
+        let now = now_ms();
+        held.extend((0..pool.backends.len()).filter(|&i| {
+            let ramp = pool.backends[i].health.ramp(pool.slow_start, now);
+            ramp < 1.0 && rand::random::<f64>() >= ramp
+        }));
+        if (0..pool.backends.len()).all(|i| held.contains(&i) || !may_take_new(pool, tried, i)) {
+            held.clear();
+        }
+    }
+    let eligible = |i: usize| may_take_new(pool, tried, i) && !held.contains(&i);
     match pool.balance {
         Balance::ConsistentHash => match hash_key {
             Some(key) => pool.hash_pick(key, eligible),
@@ -268,6 +300,7 @@ impl ProxyHttp for Limpet {
             client: None,
             evals: Vec::new(),
             hash_key: None,
+            upstream_status: None,
         }
     }
 
@@ -319,6 +352,16 @@ impl ProxyHttp for Limpet {
                 session,
                 503,
                 "limpet: the backend of this session is unavailable\n",
+                true,
+            )
+            .await;
+        }
+        if ctx.pinned.is_none() && !pool.backends.iter().any(|b| b.takes_new()) {
+            pool.mark_all_down();
+            return respond(
+                session,
+                503,
+                "limpet: no backend is available for this request; retry shortly\n",
                 true,
             )
             .await;
@@ -384,6 +427,7 @@ impl ProxyHttp for Limpet {
         let Some(snap) = ctx.snap.clone() else {
             return Ok(());
         };
+        ctx.upstream_status = Some(resp.status.as_u16());
         record(&self.shared, &snap, ctx).await;
         decorate_response(&snap, ctx, resp)
     }
@@ -403,6 +447,26 @@ impl ProxyHttp for Limpet {
                 outcome_index(Outcome::Repinned),
             );
             outcome = Some(Outcome::Repinned);
+        }
+        if let (Some(pool), Some(i)) = (pool, ctx.chosen) {
+            // A 5xx from the backend, or an upstream error after connecting (a read
+            // timeout, a reset): passive health counts it. Connect failures were
+            // counted when they happened.
+            let upstream_error = e.is_some_and(|e| {
+                matches!(e.esource(), pingora_error::ErrorSource::Upstream)
+                    && !matches!(
+                        e.etype(),
+                        ErrorType::ConnectTimedout
+                            | ErrorType::ConnectRefused
+                            | ErrorType::ConnectNoRoute
+                            | ErrorType::ConnectError
+                    )
+            });
+            if upstream_error {
+                passive_failure(pool, i, e.map_or("error", |e| e.etype().as_str()));
+            } else if ctx.upstream_status.is_some_and(|s| s >= 500) {
+                passive_failure(pool, i, "5xx response");
+            }
         }
         let backend = pool.zip(ctx.chosen).map(|(p, i)| &p.backends[i]);
         if let (Some(b), Some(elapsed)) = (backend, elapsed) {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,12 +12,13 @@ use arc_swap::ArcSwap;
 use limpet_affinity::{Keyring, Outcome};
 use limpet_balance::{Bound, HashRing, RoundRobin};
 use limpet_config::{
-    Backend, BackendId, BackendState, Balance, Config, HashConfig, HostMatch, OnBackendDown, Persistence,
-    PoolId,
+    Backend, BackendId, BackendState, Balance, Config, HashConfig, HealthCheck, HostMatch, OnBackendDown,
+    PassiveHealth, Persistence, PoolId,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
 use limpet_sessions::SessionStore;
 
+use crate::health::{now_ms, Health};
 use crate::load::Loaded;
 
 /// What every hook reaches: the current snapshot and the process-wide metrics.
@@ -114,6 +116,12 @@ pub struct PoolRt {
     pub on_backend_down: OnBackendDown,
     pub retries: u32,
     pub decisions: DecisionMetrics,
+    pub slow_start: Option<std::time::Duration>,
+    pub health_check: Option<HealthCheck>,
+    pub passive_health: Option<PassiveHealth>,
+    /// Whether the pool was last seen with no backend able to take a request: the
+    /// 503s it answers then are logged once per transition.
+    all_down: AtomicBool,
 }
 
 pub struct BackendRt {
@@ -122,6 +130,8 @@ pub struct BackendRt {
     pub weight: u32,
     pub state: BackendState,
     pub metrics: BackendMetrics,
+    /// Kept across reloads by id.
+    pub health: Arc<Health>,
 }
 
 /// Every persistence method name, as used in the `method` label.
@@ -138,16 +148,36 @@ fn states() -> [&'static str; 3] {
 impl BackendRt {
     /// May this backend serve a session already pinned to it?
     pub fn keeps_sessions(&self) -> bool {
-        self.state != BackendState::Disabled
+        self.state != BackendState::Disabled && self.health.usable(now_ms())
     }
 
     /// May this backend receive a new session?
     pub fn takes_new(&self) -> bool {
-        self.state == BackendState::Active && self.weight > 0
+        self.state == BackendState::Active && self.weight > 0 && self.health.usable(now_ms())
     }
 }
 
 impl PoolRt {
+    /// Records that the pool has no backend for a request (a 503); logs the first.
+    pub fn mark_all_down(&self) {
+        if !self.all_down.swap(true, Ordering::Relaxed) {
+            tracing::error!(pool = %self.id, "no backend of this pool can take requests: answering 503 with Retry-After until one can");
+        }
+    }
+
+    /// Clears the all-down state once a backend can take requests again; logs it.
+    pub fn note_all_down(&self, now: u64) {
+        if self.all_down.load(Ordering::Relaxed)
+            && self
+                .backends
+                .iter()
+                .any(|b| b.state == BackendState::Active && b.weight > 0 && b.health.usable(now))
+            && self.all_down.swap(false, Ordering::Relaxed)
+        {
+            tracing::warn!(pool = %self.id, "pool has a usable backend again");
+        }
+    }
+
     pub fn backend_index(&self, id: &[u8]) -> Option<usize> {
         self.by_id.get(id).copied()
     }
@@ -227,12 +257,28 @@ impl Snapshot {
             let backends: Vec<BackendRt> = pool
                 .backends
                 .iter()
-                .map(|b: &Backend| BackendRt {
-                    id: b.id.clone(),
-                    address: b.address,
-                    weight: b.weight,
-                    state: b.state,
-                    metrics: backend_metrics(metrics, pool.id.as_str(), b, &states, before),
+                .map(|b: &Backend| {
+                    let known =
+                        before.and_then(|p| Some(&p.backends[p.backend_index(b.id.as_str().as_bytes())?]));
+                    let metrics = backend_metrics(metrics, pool.id.as_str(), b, &states, before);
+                    let health = match known {
+                        Some(old) => old.health.clone(),
+                        None => {
+                            // Backends limpet starts with need no ramp; those a reload
+                            // adds join now.
+                            let joined = if prev.is_some() { now_ms() } else { 0 };
+                            metrics.up.set(1);
+                            Arc::new(Health::new(joined))
+                        }
+                    };
+                    BackendRt {
+                        id: b.id.clone(),
+                        address: b.address,
+                        weight: b.weight,
+                        state: b.state,
+                        metrics,
+                        health,
+                    }
                 })
                 .collect();
             // Weights for new sessions: only active backends take them.
@@ -291,6 +337,10 @@ impl Snapshot {
                 ring,
                 on_backend_down: pool.on_backend_down,
                 retries: pool.retries,
+                slow_start: pool.slow_start,
+                health_check: pool.health_check.clone(),
+                passive_health: pool.passive_health,
+                all_down: AtomicBool::new(false),
             });
         }
         let routes = config

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use limpet_config::LogFormat;
-use limpet_proxy::{load_file, Admin, Control, Limpet, Loaded, Shared, Snapshot, StoreKeeper};
+use limpet_proxy::{load_file, Admin, Control, HealthService, Limpet, Loaded, Shared, Snapshot, StoreKeeper};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -151,12 +151,14 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
     admin.add_tcp(&config.admin.address.to_string());
     admin.threads = Some(1);
     let keeper = background_service("limpet sessions", StoreKeeper::new(shared.clone()));
+    let health = background_service("limpet health", HealthService::new(shared.clone()));
     let control = background_service("limpet control", Control::new(shared, cli.config.clone()));
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(control);
     server.add_service(keeper);
+    server.add_service(health);
     tracing::info!(
         listeners = ?config.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         admin = %config.admin.address,
