@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod cookie;
 mod failover;
+mod health;
 mod redis;
 mod reload;
 mod streaming;

@@ -533,7 +533,7 @@ fn health_check_config(p: &str, h: s::HealthCheck, errs: &mut Errors) -> HealthC
         errs.at(&ip, format!("{} is out of range", human(interval))).hint = Some("use 100ms to 1h".into());
     }
     let tp = join(p, "timeout");
-    let timeout = duration(&tp, timeout, Duration::from_secs(1), errs);
+    let timeout = duration(&tp, timeout, Duration::from_secs(1).min(interval), errs);
     if timeout < Duration::from_millis(10) || timeout > interval.max(Duration::from_millis(10)) {
         errs.at(&tp, format!("{} is out of range", human(timeout))).hint =
             Some("use 10ms up to the interval, so checks never overlap".into());

@@ -6,6 +6,7 @@
 //! - `POST /upload` → streams the body, answers with the byte count (never buffers it)
 //! - `GET /download?bytes=N` → streams N bytes
 //! - `GET /slow?ms=N` → answers after N milliseconds
+//! - `GET /status/NNN` → answers with status NNN
 //! - `GET /login` → sets an application session cookie `APPSESSION`
 //! - `GET /logout` → deletes `APPSESSION` (`Max-Age=0`)
 //! - any request with `x-set-cookie` headers → each becomes a `Set-Cookie` of the
@@ -163,6 +164,17 @@ async fn handle(req: Request<Incoming>, id: String) -> Result<Response<Body>, In
             let ms = query_u64(&req, "ms").unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             ok(full(format!("backend {id} slow {ms}\n")))
+        }
+        p if p.starts_with("/status/") => {
+            let mut r = ok(full(format!("backend {id} status\n")));
+            if let Some(code) = p["/status/".len()..]
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
+                *r.status_mut() = code;
+            }
+            r
         }
         "/login" => {
             let mut r = ok(full(format!("backend {id} logged in\n")));

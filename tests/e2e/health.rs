@@ -1,0 +1,283 @@
+//! Backend health end to end: active checks take a dead backend out and bring it back
+//! under slow start without moving anyone back; passive checks trip on 5xx and on
+//! timeouts; a pool with nothing usable answers 503 with Retry-After; a draining
+//! backend's table sessions drain away; `/metrics` passes `promtool check metrics`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use limpet_e2e::*;
+
+const COOKIE: &str = "      - cookie: { name: LIMPET, ttl: 15m }\n";
+
+async fn start(bs: &[Backend], persistence: &str, pool: &str, server: &str) -> Limpet {
+    let (addr, admin) = (free_addr(), free_addr());
+    Limpet::start_with(
+        &pool_config((addr, admin), &backend_list(bs), persistence, pool, server),
+        addr,
+        admin,
+    )
+    .await
+}
+
+async fn up(lb: &Limpet, backend: &str) -> f64 {
+    lb.metric(&format!(r#"limpet_backend_up{{backend="{backend}",pool="web"}}"#))
+        .await
+}
+
+/// Waits (bounded) until `limpet_backend_up` of `backend` is `want`.
+async fn wait_up(lb: &Limpet, backend: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up(lb, backend).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "{backend} never became up={want}: {}",
+            lb.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_backend_leaves_and_returns_under_slow_start() {
+    let mut bs = backends("hc", 3).await;
+    let pool = "    slow_start: 3s\n    health_check: { kind: http, path: /healthz, interval: 200ms, timeout: 150ms, rise: 2, fall: 2 }\n";
+    let lb = start(&bs, COOKIE, pool, "").await;
+    let c = client();
+    let mut users: Vec<(String, String)> = Vec::new();
+    for _ in 0..30 {
+        let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+        users.push((r.set_cookie.unwrap(), r.backend));
+    }
+    assert!(
+        lb.metric(r#"limpet_health_check_total{backend="hc-2",pool="web",result="ok"}"#)
+            .await
+            > 0.0
+    );
+
+    // hc-2 dies under steady traffic: no request fails, only its users move.
+    let victim = bs.remove(1);
+    let addr = victim.addr;
+    victim.kill().await;
+    let killed = Instant::now();
+    let mut moved: HashMap<usize, String> = HashMap::new();
+    while killed.elapsed() < Duration::from_millis(1200) {
+        for (i, (cookie, home)) in users.iter_mut().enumerate() {
+            let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+            assert_eq!(r.status, 200, "user {i}");
+            if *home == "hc-2" {
+                assert_ne!(r.backend, "hc-2");
+                *cookie = r.set_cookie.expect("a re-pinned user gets a new cookie");
+                moved.insert(i, r.backend.clone());
+                *home = format!("moved:{}", r.backend);
+            } else if let Some(to) = home.strip_prefix("moved:") {
+                assert_eq!(r.backend, to, "user {i} moved twice");
+            } else {
+                assert_eq!(&r.backend, home, "user {i} moved though its backend is up");
+            }
+        }
+    }
+    assert!(!moved.is_empty());
+    wait_up(&lb, "hc-2", 0.0).await;
+    assert!(
+        lb.metric(r#"limpet_health_check_total{backend="hc-2",pool="web",result="fail"}"#)
+            .await
+            >= 2.0
+    );
+    assert!(lb.log_text().contains("backend is down"));
+
+    // It comes back on the same address: up after `rise` passes, then only new
+    // sessions go to it, ramping up; nobody is moved back.
+    let back = Backend::start("hc-2", addr).await.unwrap();
+    wait_up(&lb, "hc-2", 1.0).await;
+    let recovered = Instant::now();
+    let mut early = 0;
+    let mut early_total = 0;
+    while recovered.elapsed() < Duration::from_millis(600) {
+        early_total += 1;
+        if get(&c, &lb.url("/"), &[], "LIMPET").await.backend == "hc-2" {
+            early += 1;
+        }
+    }
+    let weight = lb
+        .metric(r#"limpet_backend_weight{backend="hc-2",pool="web"}"#)
+        .await;
+    assert!(weight < 1.0, "effective weight {weight} during slow start");
+    for (i, (cookie, home)) in users.iter().enumerate() {
+        let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+        let expected = home.strip_prefix("moved:").unwrap_or(home);
+        assert_eq!(r.backend, expected, "user {i} was moved back");
+    }
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(recovered.elapsed())).await;
+    let mut late = 0;
+    for _ in 0..early_total.max(60) {
+        if get(&c, &lb.url("/"), &[], "LIMPET").await.backend == "hc-2" {
+            late += 1;
+        }
+    }
+    let late_share = late as f64 / early_total.max(60) as f64;
+    let early_share = early as f64 / early_total as f64;
+    // Ramp at most 0.2 in the first 600 ms: about a fifteenth of new sessions or
+    // fewer, against a third once the ramp is done.
+    assert!(
+        early_share < 0.15,
+        "{early} of {early_total} new sessions while ramping"
+    );
+    assert!(late_share > 0.2, "{late_share} of new sessions after the ramp");
+    drop(back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_checks_trip_on_errors_and_timeouts() {
+    let bs = backends("pv", 3).await;
+    let pool = "    passive_health: { max_fails: 3, window: 10s, cooldown: 1s }\n";
+    let lb = start(&bs, COOKIE, pool, "  upstream_read_timeout: 300ms\n").await;
+    let c = client();
+    let first = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    let (cookie, home) = (first.set_cookie.unwrap(), first.backend);
+    // Three 500s from its backend: taken out for the cooldown; the user moves.
+    for _ in 0..3 {
+        let r = get(&c, &lb.url("/status/500"), &[cookie.as_bytes()], "LIMPET").await;
+        assert_eq!((r.status, r.backend.as_str()), (500, home.as_str()));
+    }
+    wait_up(&lb, &home, 0.0).await;
+    let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+    assert_ne!(r.backend, home);
+    assert_eq!(lb.decisions("backend_down").await, 1.0);
+    assert!(lb
+        .log_text()
+        .contains("passive health check: backend taken out of rotation"));
+    // After the cooldown it is back.
+    wait_up(&lb, &home, 1.0).await;
+
+    // A backend too slow for upstream_read_timeout trips it too.
+    let second = loop {
+        let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+        if r.backend != home {
+            break r;
+        }
+    };
+    let slow_cookie = second.set_cookie.unwrap();
+    for _ in 0..3 {
+        let r = get(&c, &lb.url("/slow?ms=1500"), &[slow_cookie.as_bytes()], "LIMPET").await;
+        assert!(r.status >= 500, "{}", r.status);
+    }
+    wait_up(&lb, &second.backend, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_with_nothing_usable_answers_503_with_retry_after() {
+    let bs = backends("ad", 2).await;
+    let pool = "    health_check: { kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }\n";
+    let lb = start(&bs, COOKIE, pool, "").await;
+    let c = client();
+    assert_eq!(get(&c, &lb.url("/"), &[], "LIMPET").await.status, 200);
+    for b in bs {
+        b.kill().await;
+    }
+    wait_up(&lb, "ad-1", 0.0).await;
+    wait_up(&lb, "ad-2", 0.0).await;
+    for _ in 0..5 {
+        let r = c.get(lb.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        assert!(r.text().await.unwrap().starts_with("limpet: no backend"));
+    }
+    let log = lb.log_text();
+    assert_eq!(
+        log.matches("no backend of this pool can take requests").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_backend_table_sessions_fall_to_zero() {
+    let bs = backends("dr", 2).await;
+    let persistence = "      - header: { name: X-Session-Id, ttl: 2s }\n";
+    let (addr, admin) = (free_addr(), free_addr());
+    let lb = Limpet::start_with(
+        &pool_config((addr, admin), &backend_list(&bs), persistence, "", ""),
+        addr,
+        admin,
+    )
+    .await;
+    let c = client();
+    let send = |id: String| {
+        let c = c.clone();
+        let url = lb.url("/");
+        async move {
+            let r = c.get(url).header("x-session-id", id).send().await.unwrap();
+            r.headers()["x-backend-id"].to_str().unwrap().to_string()
+        }
+    };
+    let mut on_drained = Vec::new();
+    for u in 0..10 {
+        if send(format!("u{u}")).await == "dr-1" {
+            on_drained.push(u);
+        }
+    }
+    let list = backend_list(&bs).replace("id: dr-1,", "id: dr-1, state: draining,");
+    assert!(
+        lb.reload(&pool_config((addr, admin), &list, persistence, "", ""))
+            .await
+    );
+    let sessions = r#"limpet_backend_sessions{backend="dr-1",pool="web"}"#;
+    assert_eq!(lb.metric(sessions).await, on_drained.len() as f64);
+    // Its sessions keep reaching it; new ones never do.
+    for u in &on_drained {
+        assert_eq!(send(format!("u{u}")).await, "dr-1");
+    }
+    for u in 100..110 {
+        assert_eq!(send(format!("u{u}")).await, "dr-2");
+    }
+    // Their static TTL runs out: the count falls to zero.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lb.metric(sessions).await > 0.0 {
+        assert!(Instant::now() < deadline, "sessions never drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool() {
+    let bs = backends("pt", 2).await;
+    let persistence = format!("{COOKIE}      - header: {{ name: X-Session-Id, ttl: 15m }}\n");
+    let pool = "    health_check: { interval: 200ms }\n    passive_health: {}\n    slow_start: 10s\n";
+    let lb = start(&bs, &persistence, pool, "").await;
+    let c = client();
+    for i in 0..5 {
+        c.get(lb.url("/"))
+            .header("x-session-id", format!("p{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = lb.admin_get("/metrics").await;
+    for name in [
+        "limpet_backend_up",
+        "limpet_health_check_total",
+        "limpet_backend_weight",
+        "limpet_backend_sessions",
+        "limpet_persistence_decisions_total",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    use std::io::Write;
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
