@@ -281,3 +281,43 @@ async fn metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_sessions_are_counted_per_backend_until_they_expire() {
+    let bs = backends("cs", 2).await;
+    let lb = start(&bs, "      - cookie: { name: LIMPET, ttl: 4s }\n", "", "").await;
+    let c = client();
+    let mut cookies = Vec::new();
+    for _ in 0..40 {
+        cookies.push(get(&c, &lb.url("/"), &[], "LIMPET").await.set_cookie.unwrap());
+    }
+    // Every session seen again: still 40, not 160.
+    for cookie in &cookies {
+        for _ in 0..3 {
+            get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+        }
+    }
+    let count = |text: &str, b: &str| {
+        parse_metric(
+            text,
+            &format!(r#"limpet_backend_sessions{{backend="{b}",pool="web"}}"#),
+        )
+    };
+    let text = lb.admin_get("/metrics").await;
+    let (one, two) = (count(&text, "cs-1"), count(&text, "cs-2"));
+    assert!(
+        (19.0..=21.0).contains(&one) && (19.0..=21.0).contains(&two),
+        "{one} + {two}"
+    );
+    assert!(lb.admin_get("/status").await.contains("\"sessions\": "));
+    // Their TTL passes: the count falls to zero.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = lb.admin_get("/metrics").await;
+        if count(&text, "cs-1") + count(&text, "cs-2") == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cookie sessions never left the count");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,7 +1,10 @@
 //! The affinity cookie value: opaque, HMAC-SHA256-signed, self-describing.
 //!
-//! Layout before base64url (no padding), version 1:
-//! `ver(1) | klen(1) key_id | issued_at(u64 BE, unix s) | ttl(u32 BE, s) | blen(1) backend_id | tag(32)`.
+//! Layout before base64url (no padding), version 2:
+//! `ver(1) | klen(1) key_id | issued_at(u64 BE, unix s) | ttl(u32 BE, s) | nonce(4) | blen(1) backend_id | tag(32)`.
+//! The random nonce makes every session's cookie distinct, also two issued in the same
+//! second for the same backend, so that sessions can be told apart and counted.
+//! Version 1 (the same without the nonce) still verifies.
 //! The tag covers a domain label, the pool id and every byte before it, so a cookie
 //! cannot be moved to another pool, and nothing in it names a backend address. An
 //! application-controlled cookie's tag also covers the value of the application cookie
@@ -17,14 +20,15 @@ use std::time::Duration;
 
 type HmacSha256 = Hmac<Sha256>;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const NONCE_LEN: usize = 4;
 const TAG_LEN: usize = 32;
 const DOMAIN_LABEL: &[u8] = b"limpet-affinity-cookie-v1";
 const FOLLOW_LABEL: &[u8] = b"limpet-app-cookie-v1";
 /// Longest id in a cookie (config enforces the same bound).
 pub const MAX_ID_LEN: usize = 64;
 /// Longest encoded value worth decoding; anything longer is rejected unread.
-pub const MAX_ENCODED_LEN: usize = (2 + 2 * MAX_ID_LEN + 8 + 4 + 1 + TAG_LEN).div_ceil(3) * 4;
+pub const MAX_ENCODED_LEN: usize = (2 + 2 * MAX_ID_LEN + 8 + 4 + NONCE_LEN + 1 + TAG_LEN).div_ceil(3) * 4;
 /// Shortest secret accepted: HMAC-SHA256 wants at least its output size.
 pub const MIN_SECRET_LEN: usize = 32;
 /// Cookies issued up to this far in the future still verify (clock skew between instances).
@@ -100,6 +104,8 @@ pub struct Ticket<'a> {
     pub backend: &'a [u8],
     pub issued_at: u64,
     pub ttl: u32,
+    /// The session's identity, for counting sessions (not a secret).
+    pub session: u64,
 }
 
 /// Why a cookie value did not verify.
@@ -156,21 +162,41 @@ pub fn encode<'s>(
     issued_at: u64,
     ttl: Duration,
 ) -> String {
+    encode_session(keys, scope, backend, issued_at, ttl).0
+}
+
+/// [`encode`], also returning the session's identity ([`Ticket::session`]).
+pub fn encode_session<'s>(
+    keys: &Keyring,
+    scope: impl Into<Scope<'s>>,
+    backend: &str,
+    issued_at: u64,
+    ttl: Duration,
+) -> (String, u64) {
     let scope = scope.into();
     let key = keys.signer();
     let backend = &backend.as_bytes()[..backend.len().min(MAX_ID_LEN)];
-    let mut buf = Vec::with_capacity(2 + key.id.len() + 13 + backend.len() + TAG_LEN);
+    let mut buf = Vec::with_capacity(2 + key.id.len() + 13 + NONCE_LEN + backend.len() + TAG_LEN);
     buf.push(VERSION);
     buf.push(key.id.len() as u8);
     buf.extend_from_slice(key.id.as_bytes());
     buf.extend_from_slice(&issued_at.to_be_bytes());
     let ttl_secs = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
     buf.extend_from_slice(&ttl_secs.to_be_bytes());
+    buf.extend_from_slice(&rand::random::<[u8; NONCE_LEN]>());
     buf.push(backend.len() as u8);
     buf.extend_from_slice(backend);
     let t = tag(key, scope, &buf).finalize().into_bytes();
     buf.extend_from_slice(&t);
-    URL_SAFE_NO_PAD.encode(buf)
+    (URL_SAFE_NO_PAD.encode(&buf), session_of(&t))
+}
+
+/// A session's identity: the first 64 bits of its cookie's tag, uniformly distributed
+/// and distinct per session (the nonce sees to that).
+fn session_of(tag: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&tag[..8]);
+    u64::from_le_bytes(a)
 }
 
 /// Verifies a cookie value. `max_ttl` caps whatever TTL the cookie carries, so lowering
@@ -192,13 +218,17 @@ pub fn decode<'a, 's>(
         .map_err(|_| Reject::Malformed)?;
     let b: &[u8] = buf;
     let mut r = Reader { b, at: 0 };
-    if r.take(1)? != [VERSION] {
+    let version = r.take(1)?[0];
+    if version != 1 && version != VERSION {
         return Err(Reject::Malformed);
     }
     let klen = r.take(1)?[0] as usize;
     let key_id = r.take(klen)?;
     let issued_at = u64::from_be_bytes(r.array()?);
     let ttl = u32::from_be_bytes(r.array()?);
+    if version == VERSION {
+        r.take(NONCE_LEN)?;
+    }
     let blen = r.take(1)?[0] as usize;
     let backend_at = r.at;
     r.take(blen)?;
@@ -224,6 +254,7 @@ pub fn decode<'a, 's>(
         backend: &b[backend_at..backend_at + blen],
         issued_at,
         ttl,
+        session: session_of(given),
     })
 }
 
@@ -323,6 +354,24 @@ mod tests {
         ] {
             assert_eq!(check(&keys, "web", bad, 1_001), Err(Reject::Malformed), "{bad}");
         }
+    }
+
+    #[test]
+    fn version_1_cookies_still_verify() {
+        let keys = ring(&[("k1", S1)]);
+        let mut body = vec![1u8, 2];
+        body.extend_from_slice(b"k1");
+        body.extend_from_slice(&1_000u64.to_be_bytes());
+        body.extend_from_slice(&900u32.to_be_bytes());
+        body.push(5);
+        body.extend_from_slice(b"web-1");
+        let t = tag(&keys.keys[0], "web".into(), &body).finalize().into_bytes();
+        body.extend_from_slice(&t);
+        let v1 = URL_SAFE_NO_PAD.encode(&body);
+        assert_eq!(check(&keys, "web", &v1, 1_500), Ok((b"web-1".to_vec(), 1_000)));
+        // Version 2 is longer by its nonce only.
+        let v2 = encode(&keys, "web", "web-1", 1_000, Duration::from_secs(900));
+        assert_eq!(URL_SAFE_NO_PAD.decode(&v2).unwrap().len(), body.len() + NONCE_LEN);
     }
 
     #[test]

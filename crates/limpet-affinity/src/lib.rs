@@ -9,7 +9,8 @@ mod resolve;
 
 pub use app::{app_cookie, AppCookie, MAX_APP_VALUE};
 pub use codec::{
-    decode, encode, KeyError, Keyring, Reject, Scope, SigningKey, Ticket, MAX_ENCODED_LEN, MIN_SECRET_LEN,
+    decode, encode, encode_session, KeyError, Keyring, Reject, Scope, SigningKey, Ticket, MAX_ENCODED_LEN,
+    MIN_SECRET_LEN,
 };
 pub use header::{cookie_values, delete_cookie, private_cache_control, set_cookie, MAX_CANDIDATES};
 pub use resolve::{resolve_cookie, CookieLookup, Lease, Outcome};

@@ -63,6 +63,8 @@ impl Outcome {
 pub struct Lease {
     pub issued_at: u64,
     pub ttl: u32,
+    /// The session's identity ([`crate::Ticket::session`]).
+    pub session: u64,
 }
 
 /// Result of looking at a request's affinity cookies.
@@ -92,6 +94,7 @@ pub fn resolve_cookie<'v, B>(
                     let lease = Lease {
                         issued_at: ticket.issued_at,
                         ttl: ticket.ttl,
+                        session: ticket.session,
                     };
                     return CookieLookup::Hit(b, lease);
                 }
@@ -132,7 +135,7 @@ mod tests {
     #[test]
     fn outcomes() {
         let k = keys();
-        let up = encode(&k, "web", "up", 100, H);
+        let (up, session) = crate::codec::encode_session(&k, "web", "up", 100, H);
         let down = encode(&k, "web", "down", 100, H);
         let gone = encode(&k, "web", "gone", 100, H);
         let r = |vals: Vec<&str>, now| {
@@ -148,6 +151,7 @@ mod tests {
         let lease = Lease {
             issued_at: 100,
             ttl: 3600,
+            session,
         };
         assert_eq!(r(vec![], 101), CookieLookup::Miss(Outcome::New));
         assert_eq!(r(vec![&up], 101), CookieLookup::Hit("up", lease));
@@ -164,6 +168,10 @@ mod tests {
             r(vec!["garbage", &down], 101),
             CookieLookup::Miss(Outcome::BackendDown)
         );
+        // Two sessions issued in the same second for the same backend are distinct.
+        let (again, other) = crate::codec::encode_session(&k, "web", "up", 100, H);
+        assert_ne!(again, up);
+        assert_ne!(other, session);
     }
 
     #[test]

@@ -49,7 +49,8 @@ struct BackendStatus<'a> {
     /// The weight new sessions see now: `weight` ramped by slow start.
     effective_weight: f64,
     in_flight: i64,
-    /// Live table sessions; absent for pools without session tables.
+    /// Live sessions: exact for tables, estimated for cookies; absent for pools
+    /// without persistence that keeps sessions.
     #[serde(skip_serializing_if = "Option::is_none")]
     sessions: Option<u64>,
 }
@@ -68,6 +69,9 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
 impl Admin {
     fn status(&self) -> Vec<u8> {
         let snap = self.shared.current.load_full();
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let status = Status {
             generation: snap.generation,
             loaded_at_unix: snap
@@ -99,7 +103,7 @@ impl Admin {
                             effective_weight: f64::from(b.weight)
                                 * b.health.ramp(p.slow_start, crate::health::now_ms()),
                             in_flight: b.metrics.in_flight.get(),
-                            sessions: p.uses_tables.then(|| self.shared.store.sessions(&p.id, &b.id)),
+                            sessions: p.sessions(b, self.shared.store.as_ref(), now_unix),
                         })
                         .collect(),
                 })

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use limpet_affinity::{
-    app_cookie, cookie_values, delete_cookie, encode, resolve_cookie, set_cookie, AppCookie, CookieLookup,
-    Keyring, Lease, Outcome, Scope, MAX_APP_VALUE,
+    app_cookie, cookie_values, delete_cookie, encode_session, resolve_cookie, set_cookie, AppCookie,
+    CookieLookup, Keyring, Lease, Outcome, Scope, MAX_APP_VALUE,
 };
 use limpet_config::{CookiePersistence, HashKey, HeaderPersistence, Persistence};
 use limpet_sessions::{Lookup, SessionStore, TableKey};
@@ -175,7 +175,13 @@ pub async fn resolve(
                     Some((i, pool.backends[i].keeps_sessions()))
                 });
                 let (outcome, hit, lease) = match lookup {
-                    CookieLookup::Hit(i, lease) => (Outcome::Hit, Some(i), Some(lease)),
+                    CookieLookup::Hit(i, lease) => {
+                        if let Some(sketch) = &pool.backends[i].cookie_sessions {
+                            let life = u64::from(lease.ttl).min(cookie.max_ttl.as_secs());
+                            sketch.record(lease.session, lease.issued_at + life, now);
+                        }
+                        (Outcome::Hit, Some(i), Some(lease))
+                    }
                     CookieLookup::Miss(o) => (o, None, None),
                 };
                 app = follows.map(|v| (v.to_vec(), lease));
@@ -300,7 +306,8 @@ pub fn set_cookies(
         let changes = eval.is_some_and(|e| e.outcome != Outcome::Hit || moved);
         let Some(app_name) = &cookie.follow else {
             if changes {
-                let value = encode(keys, pool.id.as_str(), id, now, cookie.ttl);
+                let (value, session) = encode_session(keys, pool.id.as_str(), id, now, cookie.ttl);
+                counted(pool, backend, session, now + cookie.ttl.as_secs(), now);
                 out.push(set_cookie(cookie, &value, Some(cookie.ttl.as_secs()), false));
             }
             continue;
@@ -315,8 +322,9 @@ pub fn set_cookies(
                 let lease = Lease {
                     issued_at: now,
                     ttl: max_age.map_or(SESSION_TTL, |s| u32::try_from(s).unwrap_or(u32::MAX - 1)),
+                    session: 0,
                 };
-                out.push(followed(keys, pool, cookie, &value, id, lease, now));
+                out.push(followed(keys, pool, cookie, &value, backend, lease, now));
             }
             None => {
                 // The app said nothing: pin its current session where it was served,
@@ -327,12 +335,20 @@ pub fn set_cookies(
                 let lease = lease.filter(|_| moved).unwrap_or(Lease {
                     issued_at: now,
                     ttl: SESSION_TTL,
+                    session: 0,
                 });
-                out.push(followed(keys, pool, cookie, value, id, lease, now));
+                out.push(followed(keys, pool, cookie, value, backend, lease, now));
             }
         }
     }
     out
+}
+
+/// Counts a session issued for backend `backend` in its cookie-session sketch.
+fn counted(pool: &PoolRt, backend: usize, session: u64, expires: u64, now: u64) {
+    if let Some(sketch) = &pool.backends[backend].cookie_sessions {
+        sketch.record(session, expires, now);
+    }
 }
 
 /// A followed cookie pinning `backend` for the application session `app_value`.
@@ -341,7 +357,7 @@ fn followed(
     pool: &PoolRt,
     cookie: &CookiePersistence,
     app_value: &[u8],
-    backend: &str,
+    backend: usize,
     lease: Lease,
     now: u64,
 ) -> String {
@@ -350,12 +366,12 @@ fn followed(
         follows: Some(app_value),
     };
     let ttl = Duration::from_secs(u64::from(lease.ttl));
-    let value = encode(keys, scope, backend, lease.issued_at, ttl);
+    let id = pool.backends[backend].id.as_str();
+    let (value, session) = encode_session(keys, scope, id, lease.issued_at, ttl);
+    let life = u64::from(lease.ttl).min(cookie.max_ttl.as_secs());
+    counted(pool, backend, session, lease.issued_at + life, now);
     // A session cookie stays a session cookie; otherwise the browser keeps it for what
     // is left of its lifetime, never beyond max_ttl.
-    let max_age = (lease.ttl != SESSION_TTL).then(|| {
-        let life = u64::from(lease.ttl).min(cookie.max_ttl.as_secs());
-        (lease.issued_at + life).saturating_sub(now)
-    });
+    let max_age = (lease.ttl != SESSION_TTL).then(|| (lease.issued_at + life).saturating_sub(now));
     set_cookie(cookie, &value, max_age, false)
 }

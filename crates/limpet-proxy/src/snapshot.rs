@@ -16,7 +16,7 @@ use limpet_config::{
     PassiveHealth, Persistence, PoolId,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
-use limpet_sessions::SessionStore;
+use limpet_sessions::{SessionSketch, SessionStore};
 
 use crate::health::{now_ms, Health};
 use crate::load::Loaded;
@@ -37,15 +37,19 @@ impl Shared {
     /// Publishes the store's gauges for the current snapshot (called at scrape time).
     pub fn refresh_store_metrics(&self) {
         let snap = self.current.load_full();
-        for pool in snap.pools.iter().filter(|p| p.uses_tables) {
-            self.metrics
-                .set_store_entries(pool.id.as_str(), self.store.entries(&pool.id));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for pool in &snap.pools {
+            if pool.uses_tables {
+                self.metrics
+                    .set_store_entries(pool.id.as_str(), self.store.entries(&pool.id));
+            }
             for b in &pool.backends {
-                self.metrics.set_backend_sessions(
-                    pool.id.as_str(),
-                    b.id.as_str(),
-                    self.store.sessions(&pool.id, &b.id),
-                );
+                if let Some(n) = pool.sessions(b, self.store.as_ref(), now) {
+                    self.metrics
+                        .set_backend_sessions(pool.id.as_str(), b.id.as_str(), n);
+                }
             }
         }
         self.metrics.sync_store_errors("evicted", self.store.evicted());
@@ -132,6 +136,9 @@ pub struct BackendRt {
     pub metrics: BackendMetrics,
     /// Kept across reloads by id.
     pub health: Arc<Health>,
+    /// Cookie sessions seen, for `limpet_backend_sessions` (pools with a cookie method);
+    /// kept across reloads by id while the pool's longest cookie lifetime is unchanged.
+    pub cookie_sessions: Option<Arc<SessionSketch>>,
 }
 
 /// Every persistence method name, as used in the `method` label.
@@ -158,6 +165,17 @@ impl BackendRt {
 }
 
 impl PoolRt {
+    /// Live sessions pinned to backend `b`: table entries plus the estimate of cookie
+    /// sessions; None for a pool without persistence that keeps sessions.
+    pub fn sessions(&self, b: &BackendRt, store: &dyn SessionStore, now: u64) -> Option<u64> {
+        let tables = self.uses_tables.then(|| store.sessions(&self.id, &b.id));
+        let cookies = b.cookie_sessions.as_ref().map(|s| s.estimate(now));
+        match (tables, cookies) {
+            (None, None) => None,
+            (t, c) => Some(t.unwrap_or(0) + c.unwrap_or(0)),
+        }
+    }
+
     /// Records that the pool has no backend for a request (a 503); logs the first.
     pub fn mark_all_down(&self) {
         if !self.all_down.swap(true, Ordering::Relaxed) {
@@ -254,6 +272,17 @@ impl Snapshot {
         for (i, pool) in config.pools.values().enumerate() {
             index.insert(pool.id.clone(), i);
             let before = prev_pools.get(&pool.id).copied();
+            // The longest a cookie session of this pool lives: its TTL for a
+            // duration-based cookie, max_ttl for one that follows the application's.
+            let horizon = pool
+                .persistence
+                .iter()
+                .filter_map(|m| match m {
+                    Persistence::Cookie(c) if c.follow.is_some() => Some(c.max_ttl.as_secs()),
+                    Persistence::Cookie(c) => Some(c.ttl.as_secs()),
+                    _ => None,
+                })
+                .max();
             let backends: Vec<BackendRt> = pool
                 .backends
                 .iter()
@@ -271,6 +300,11 @@ impl Snapshot {
                             Arc::new(Health::new(joined))
                         }
                     };
+                    let cookie_sessions =
+                        horizon.map(|h| match known.and_then(|o| o.cookie_sessions.clone()) {
+                            Some(s) if s.horizon() == SessionSketch::new(h).horizon() => s,
+                            _ => Arc::new(SessionSketch::new(h)),
+                        });
                     BackendRt {
                         id: b.id.clone(),
                         address: b.address,
@@ -278,6 +312,7 @@ impl Snapshot {
                         state: b.state,
                         metrics,
                         health,
+                        cookie_sessions,
                     }
                 })
                 .collect();

@@ -10,6 +10,7 @@
 
 mod memory;
 mod redis_store;
+mod sketch;
 
 use async_trait::async_trait;
 use limpet_config::{BackendId, PoolId};
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
+pub use sketch::SessionSketch;
 
 /// The stored identity of one session: 128 bits of SHA-256 over pool, method and id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
