@@ -321,3 +321,48 @@ async fn cookie_sessions_are_counted_per_backend_until_they_expire() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalancing_fills_a_new_backend_within_its_share_and_age() {
+    let bs = backends("rb", 3).await;
+    let (addr, admin) = (free_addr(), free_addr());
+    let pool = "    rebalance: { max_share_per_minute: 10%, min_age: 2s }\n";
+    let conf = |list: &str| pool_config((addr, admin), list, COOKIE, pool, "");
+    let lb = Limpet::start_with(&conf(&backend_list(&bs[..2])), addr, admin).await;
+    let c = client();
+    let mut old = Vec::new();
+    for _ in 0..60 {
+        let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+        old.push((r.set_cookie.unwrap(), r.backend));
+    }
+    // A third backend joins; the old sessions age past min_age meanwhile.
+    assert!(lb.reload(&conf(&backend_list(&bs))).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Fresh sessions, younger than min_age: they never move.
+    let mut fresh = Vec::new();
+    for _ in 0..10 {
+        let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+        fresh.push((r.set_cookie.unwrap(), r.backend));
+    }
+    for (cookie, home) in &fresh {
+        let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+        assert_eq!(&r.backend, home, "a session younger than min_age moved");
+    }
+    // Old sessions come back: some move to the new backend, no more than 10% of the
+    // live sessions in this minute.
+    let mut moved = 0;
+    for _ in 0..2 {
+        for (cookie, home) in old.iter_mut() {
+            let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+            if r.backend != *home {
+                assert_eq!(r.backend, "rb-3", "moved elsewhere than the under-loaded backend");
+                *cookie = r.set_cookie.expect("a moved session gets a new cookie");
+                *home = r.backend;
+                moved += 1;
+            }
+        }
+    }
+    eprintln!("{moved} sessions moved");
+    assert!((1..=7).contains(&moved), "{moved} sessions moved");
+    assert_eq!(lb.decisions("repinned").await, moved as f64);
+}

@@ -230,7 +230,17 @@ pub struct Pool {
     pub slow_start: Option<Duration>,
     pub health_check: Option<HealthCheck>,
     pub passive_health: Option<PassiveHealth>,
+    pub rebalance: Option<Rebalance>,
     pub backends: Vec<Backend>,
+}
+
+/// Re-pinning of old sessions from over-loaded to under-loaded backends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rebalance {
+    /// At most this share (0–1] of the pool's live sessions moves per minute.
+    pub max_share_per_minute: f64,
+    /// Only sessions at least this old move.
+    pub min_age: Duration,
 }
 
 /// Active health checks of a pool's backends.

@@ -177,7 +177,7 @@ pub struct Pool {
     pub on_backend_down: F<String>,
     pub retries: F<u32>,
     pub slow_start: F<String>,
-    pub rebalance: Option<Value>,
+    pub rebalance: F<Rebalance>,
     pub health_check: F<HealthCheck>,
     pub passive_health: F<PassiveHealth>,
     pub backends: F<Vec<Lenient<Backend>>>,
@@ -284,3 +284,13 @@ pub struct PassiveHealth {
 }
 
 pub const PASSIVE_HEALTH_KEYS: &[&str] = &["max_fails", "window", "cooldown"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Rebalance {
+    pub max_share_per_minute: F<Value>,
+    pub min_age: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const REBALANCE_KEYS: &[&str] = &["max_share_per_minute", "min_age"];

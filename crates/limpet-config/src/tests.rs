@@ -372,3 +372,50 @@ fn health_checks_and_slow_start() {
     assert!(has(&errs, "pools.web.passive_health.max_fails", "out of range"));
     assert!(has(&errs, "pools.web.passive_health.window", "out of range"));
 }
+
+#[test]
+fn rebalance_settings() {
+    let text = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    rebalance: { max_share_per_minute: 5%, min_age: 2m }",
+    );
+    let r = parse(&text).unwrap().pools[&PoolId::new("web")]
+        .rebalance
+        .unwrap();
+    assert!((r.max_share_per_minute - 0.05).abs() < 1e-9);
+    assert_eq!(r.min_age, Duration::from_secs(120));
+    let text = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    rebalance: { max_share_per_minute: 0.2 }",
+    );
+    let r = parse(&text).unwrap().pools[&PoolId::new("web")]
+        .rebalance
+        .unwrap();
+    assert_eq!(
+        (r.max_share_per_minute, r.min_age),
+        (0.2, Duration::from_secs(300))
+    );
+    for bad in ["0%", "150%", "lots", "-1"] {
+        let text = GOOD.replace(
+            "balance: round_robin",
+            &format!("balance: round_robin\n    rebalance: {{ max_share_per_minute: \"{bad}\" }}"),
+        );
+        assert!(
+            has(
+                &errors(&text),
+                "pools.web.rebalance.max_share_per_minute",
+                "not a share"
+            ),
+            "{bad}"
+        );
+    }
+    let text = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    rebalance: { min_age: 1m }",
+    );
+    assert!(has(
+        &errors(&text),
+        "pools.web.rebalance.max_share_per_minute",
+        "is required"
+    ));
+}

@@ -78,11 +78,6 @@ fn unknown_keys(path: &str, extra: &Mapping, known: &[&str], errs: &mut Errors) 
     }
 }
 
-fn not_yet(path: &str, errs: &mut Errors) {
-    errs.at(path, "is not supported yet by this version of limpet")
-        .hint = Some("remove it for now".into());
-}
-
 /// Unwraps a lenient field, recording its deserialisation error.
 fn take<T>(path: &str, field: Option<Lenient<T>>, errs: &mut Errors) -> Option<T> {
     match field? {
@@ -603,6 +598,50 @@ fn status_range(v: &Value) -> Option<(u16, u16)> {
     ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
 }
 
+fn rebalance_config(p: &str, r: s::Rebalance, errs: &mut Errors) -> Rebalance {
+    let s::Rebalance {
+        max_share_per_minute,
+        min_age,
+        unknown,
+    } = r;
+    unknown_keys(p, &unknown, s::REBALANCE_KEYS, errs);
+    let sp = join(p, "max_share_per_minute");
+    let share = match take(&sp, max_share_per_minute, errs) {
+        None => {
+            errs.at(&sp, "is required").hint = Some("write e.g. 5%".into());
+            0.05
+        }
+        Some(v) => {
+            let parsed = match &v {
+                Value::String(t) => t
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|n| n.trim().parse::<f64>().ok())
+                    .map(|n| n / 100.0),
+                Value::Number(n) => n.as_f64(),
+                _ => None,
+            };
+            match parsed {
+                Some(f) if f > 0.0 && f <= 1.0 => f,
+                _ => {
+                    errs.at(&sp, "is not a share above 0% and up to 100%").hint =
+                        Some("write e.g. 5% (or 0.05)".into());
+                    0.05
+                }
+            }
+        }
+    };
+    let ap = join(p, "min_age");
+    let min_age = duration(&ap, min_age, Duration::from_secs(300), errs);
+    if min_age > Duration::from_secs(24 * 3600) {
+        errs.at(&ap, format!("{} is out of range", human(min_age))).hint = Some("use 0s to 24h".into());
+    }
+    Rebalance {
+        max_share_per_minute: share,
+        min_age,
+    }
+}
+
 fn passive_health_config(p: &str, h: s::PassiveHealth, errs: &mut Errors) -> PassiveHealth {
     let s::PassiveHealth {
         max_fails,
@@ -907,9 +946,8 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
     } = surface;
     unknown_keys(p, &unknown, s::POOL_KEYS, errs);
     let hash = hash_config(&join(p, "hash"), hash, errs);
-    if rebalance.is_some() {
-        not_yet(&join(p, "rebalance"), errs);
-    }
+    let rebalance = take(&join(p, "rebalance"), rebalance, errs)
+        .map(|r| rebalance_config(&join(p, "rebalance"), r, errs));
     let ssp = join(p, "slow_start");
     let slow_start = take(&ssp, slow_start, errs).and_then(|text| match parse_duration(&text) {
         Ok(d) if d.is_zero() => None,
@@ -1060,6 +1098,7 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
         slow_start,
         health_check,
         passive_health,
+        rebalance,
         backends: out,
     })
 }

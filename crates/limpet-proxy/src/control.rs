@@ -240,8 +240,22 @@ impl BackgroundService for StoreKeeper {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
-                    let live = crate::snapshot::table_pools(&self.shared.current.load());
+                    let snap = self.shared.current.load_full();
+                    let live = crate::snapshot::table_pools(&snap);
                     self.shared.store.maintain(&live, now).await;
+                    let clock = crate::health::now_ms();
+                    for pool in &snap.pools {
+                        let Some(rb) = &pool.rebalance else { continue };
+                        let loads: Vec<(u64, u32, bool)> = pool
+                            .backends
+                            .iter()
+                            .map(|b| {
+                                let n = pool.sessions(b, self.shared.store.as_ref(), now).unwrap_or(0);
+                                (n, b.weight, b.takes_new())
+                            })
+                            .collect();
+                        rb.refresh(&loads, clock);
+                    }
                 }
                 _ = shutdown.changed() => return,
             }

@@ -47,6 +47,8 @@ pub struct Resolution {
     pub pinned: Option<usize>,
     /// A method found the session's backend down and the pool is strict.
     pub strict_refusal: bool,
+    /// The session is being moved off an over-loaded backend: pick an under-loaded one.
+    pub rebalanced: bool,
     pub evals: Vec<Eval>,
 }
 
@@ -92,21 +94,26 @@ fn table_outcome(pool: &PoolRt, backend: Option<usize>) -> (Outcome, Option<usiz
     }
 }
 
+/// A table lookup: the outcome, the backend of a hit, and when the session began
+/// (unix seconds; estimated from its expiry and the method's configured `ttl`).
 async fn look_up(
     store: &dyn SessionStore,
     pool: &PoolRt,
     key: TableKey,
+    ttl: Duration,
     now: u64,
-) -> (Outcome, Option<usize>) {
+) -> (Outcome, Option<usize>, Option<u64>) {
     match store.get(key, &pool.id, now).await {
-        Ok(Lookup::Live { backend, .. }) => {
-            table_outcome(pool, pool.backend_index(backend.as_str().as_bytes()))
+        Ok(Lookup::Live { backend, expires }) => {
+            let (o, i) = table_outcome(pool, pool.backend_index(backend.as_str().as_bytes()));
+            // record_tables stores now + ttl + 1.
+            (o, i, Some(expires.saturating_sub(ttl.as_secs() + 1)))
         }
-        Ok(Lookup::Expired) => (Outcome::Expired, None),
-        Ok(Lookup::Absent) => (Outcome::New, None),
+        Ok(Lookup::Expired) => (Outcome::Expired, None, None),
+        Ok(Lookup::Absent) => (Outcome::New, None, None),
         Err(e) => {
             tracing::debug!(pool = %pool.id, error = %e, "session store lookup failed");
-            (Outcome::New, None)
+            (Outcome::New, None, None)
         }
     }
 }
@@ -148,6 +155,8 @@ pub async fn resolve(
     for (mi, method) in pool.methods.iter().enumerate() {
         let mut record = None;
         let mut app = None;
+        // When the session that hit began (unix seconds), where known.
+        let mut born = None;
         let (outcome, hit) = match method {
             Persistence::Cookie(cookie) => {
                 let Some(keys) = &snap.keyring else { continue };
@@ -185,6 +194,7 @@ pub async fn resolve(
                     CookieLookup::Miss(o) => (o, None, None),
                 };
                 app = follows.map(|v| (v.to_vec(), lease));
+                born = lease.map(|l| l.issued_at);
                 (outcome, hit)
             }
             Persistence::SourceIp(s) => {
@@ -195,7 +205,9 @@ pub async fn resolve(
                     &masked_ip(ip, s.ipv4_prefix, s.ipv6_prefix),
                 );
                 record = Some((key, s.ttl));
-                look_up(store, pool, key, now).await
+                let (o, hit, began) = look_up(store, pool, key, s.ttl, now).await;
+                born = began;
+                (o, hit)
             }
             Persistence::Header(h) => {
                 let Some(id) = req.headers.get(h.name.as_str()).map(|v| v.as_bytes()) else {
@@ -206,7 +218,9 @@ pub async fn resolve(
                 } else {
                     let key = TableKey::new(&pool.id, "header", id);
                     record = Some((key, header_ttl(h, req.headers)));
-                    look_up(store, pool, key, now).await
+                    let (o, hit, began) = look_up(store, pool, key, h.ttl, now).await;
+                    born = began;
+                    (o, hit)
                 }
             }
             Persistence::Hash => {
@@ -227,6 +241,19 @@ pub async fn resolve(
                 }
             }
         };
+        // Rebalancing: an old enough session on an over-loaded backend moves, within
+        // the pool's allowance, to an under-loaded one (the balance picks it).
+        let (mut outcome, mut hit) = (outcome, hit);
+        if let (Some(i), Some(rb), Some(born)) = (hit, &pool.rebalance, born) {
+            if outcome == Outcome::Hit
+                && now.saturating_sub(born) >= rb.cfg.min_age.as_secs()
+                && rb.take_move(i)
+            {
+                outcome = Outcome::Repinned;
+                hit = None;
+                res.rebalanced = true;
+            }
+        }
         pool.decisions
             .count(pool.method_label[mi], outcome_index(outcome));
         res.evals.push(Eval {
@@ -235,6 +262,9 @@ pub async fn resolve(
             record,
             app,
         });
+        if res.rebalanced {
+            return res;
+        }
         if outcome == Outcome::BackendDown && pool.on_backend_down == limpet_config::OnBackendDown::Strict {
             res.strict_refusal = true;
             return res;
@@ -265,7 +295,9 @@ pub async fn record_tables(
         let replace = match e.outcome {
             // A hit that failover did not move needs nothing.
             Outcome::Hit if !moved => continue,
-            Outcome::Hit | Outcome::Repinned => moved,
+            Outcome::Hit => moved,
+            // Failover moved it (`moved`), or rebalancing did: the old entry goes.
+            Outcome::Repinned => true,
             Outcome::Invalid | Outcome::BackendDown => true,
             Outcome::New | Outcome::Expired => false,
         };
@@ -332,7 +364,8 @@ pub fn set_cookies(
                 let Some((value, lease)) = eval.and_then(|e| e.app.as_ref()).filter(|_| changes) else {
                     continue;
                 };
-                let lease = lease.filter(|_| moved).unwrap_or(Lease {
+                let kept = moved || eval.is_some_and(|e| e.outcome == Outcome::Repinned);
+                let lease = lease.filter(|_| kept).unwrap_or(Lease {
                     issued_at: now,
                     ttl: SESSION_TTL,
                     session: 0,

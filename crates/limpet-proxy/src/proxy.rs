@@ -69,6 +69,8 @@ pub struct Ctx {
     hash_key: Option<u64>,
     /// Status of the backend's response, once it has answered.
     upstream_status: Option<u16>,
+    /// Rebalancing moves this session: new picks prefer under-loaded backends.
+    rebalanced: bool,
 }
 
 impl Ctx {
@@ -86,7 +88,7 @@ impl Ctx {
         }
         let pick = match self.pinned {
             Some(p) if !self.tried.contains(&p) => Some(p),
-            _ => pick_new(pool, &self.tried, self.hash_key),
+            _ => pick_new(pool, &self.tried, self.hash_key, self.rebalanced),
         }?;
         self.chosen = Some(pick);
         self.first.get_or_insert(pick);
@@ -246,7 +248,13 @@ fn may_take_new(pool: &PoolRt, tried: &[usize], i: usize) -> bool {
 
 /// Chooses a backend for a new session among those that take new sessions and were not
 /// tried yet in this request.
-fn pick_new(pool: &PoolRt, tried: &[usize], hash_key: Option<u64>) -> Option<usize> {
+fn pick_new(pool: &PoolRt, tried: &[usize], hash_key: Option<u64>, rebalanced: bool) -> Option<usize> {
+    if let (true, Some(rb)) = (rebalanced, &pool.rebalance) {
+        let under = |i: usize| may_take_new(pool, tried, i) && rb.is_under(i);
+        if let Some(i) = pool.round_robin.pick(under) {
+            return Some(i);
+        }
+    }
     // Slow start: a backend ramping up takes part in this pick with a probability equal
     // to its ramp, so its share of new sessions grows linearly from 0 to its weight.
     // When every candidate is held back, the ramp is ignored rather than refuse.
@@ -301,6 +309,7 @@ impl ProxyHttp for Limpet {
             evals: Vec::new(),
             hash_key: None,
             upstream_status: None,
+            rebalanced: false,
         }
     }
 
@@ -345,6 +354,7 @@ impl ProxyHttp for Limpet {
         }
         let resolution = persist::resolve(&snap, pool, self.shared.store.as_ref(), &view, unix_now()).await;
         ctx.pinned = resolution.pinned;
+        ctx.rebalanced = resolution.rebalanced;
         ctx.outcome = resolution.evals.last().map(|e| e.outcome);
         ctx.evals = resolution.evals;
         if resolution.strict_refusal {

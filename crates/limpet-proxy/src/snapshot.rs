@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,7 +13,7 @@ use limpet_affinity::{Keyring, Outcome};
 use limpet_balance::{Bound, HashRing, RoundRobin};
 use limpet_config::{
     Backend, BackendId, BackendState, Balance, Config, HashConfig, HealthCheck, HostMatch, OnBackendDown,
-    PassiveHealth, Persistence, PoolId,
+    PassiveHealth, Persistence, PoolId, Rebalance,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
 use limpet_sessions::{SessionSketch, SessionStore};
@@ -126,6 +126,74 @@ pub struct PoolRt {
     /// Whether the pool was last seen with no backend able to take a request: the
     /// 503s it answers then are logged once per transition.
     all_down: AtomicBool,
+    pub rebalance: Option<RebalanceRt>,
+}
+
+/// Rebalancing of a pool: which backends hold more than their share of sessions, and
+/// how many sessions may still move in the current minute. Refreshed every second by
+/// the store keeper; rebuilt (and so paused for a second) by a reload.
+pub struct RebalanceRt {
+    pub cfg: Rebalance,
+    /// Backends taking new sessions that hold over a tenth more than their share.
+    over: Vec<AtomicBool>,
+    /// Backends taking new sessions that hold less than their share: where moved
+    /// sessions go.
+    under: Vec<AtomicBool>,
+    /// Moves left in the current one-minute window.
+    allowance: AtomicU64,
+    /// Start of that window (health clock); 0 before the first refresh.
+    window_start: AtomicU64,
+}
+
+impl RebalanceRt {
+    fn new(cfg: Rebalance, backends: usize) -> Self {
+        Self {
+            cfg,
+            over: (0..backends).map(|_| AtomicBool::new(false)).collect(),
+            under: (0..backends).map(|_| AtomicBool::new(false)).collect(),
+            allowance: AtomicU64::new(0),
+            window_start: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one move away from backend `from`, if it is over-loaded, some backend is
+    /// under-loaded, and the minute's allowance is not used up.
+    pub fn take_move(&self, from: usize) -> bool {
+        self.over[from].load(Ordering::Relaxed)
+            && self.under.iter().any(|u| u.load(Ordering::Relaxed))
+            && self
+                .allowance
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+    }
+
+    pub fn is_under(&self, i: usize) -> bool {
+        self.under[i].load(Ordering::Relaxed)
+    }
+
+    /// New loads: (live sessions, weight, takes new sessions) per backend.
+    pub fn refresh(&self, loads: &[(u64, u32, bool)], now: u64) {
+        let total: u64 = loads.iter().map(|l| l.0).sum();
+        let weights: u64 = loads.iter().filter(|l| l.2).map(|l| u64::from(l.1)).sum();
+        for (i, (load, weight, takes)) in loads.iter().enumerate() {
+            let fair = if weights == 0 {
+                0.0
+            } else {
+                total as f64 * f64::from(*weight) / weights as f64
+            };
+            let load = *load as f64;
+            // Draining and disabled backends are never over-loaded: draining keeps
+            // its sessions, disabled loses them anyway.
+            self.over[i].store(*takes && load > fair * 1.1 + 1.0, Ordering::Relaxed);
+            self.under[i].store(*takes && load < fair, Ordering::Relaxed);
+        }
+        let start = self.window_start.load(Ordering::Relaxed);
+        if start == 0 || now.saturating_sub(start) >= 60_000 {
+            self.window_start.store(now.max(1), Ordering::Relaxed);
+            let allowed = (total as f64 * self.cfg.max_share_per_minute).floor() as u64;
+            self.allowance.store(allowed, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct BackendRt {
@@ -376,6 +444,7 @@ impl Snapshot {
                 health_check: pool.health_check.clone(),
                 passive_health: pool.passive_health,
                 all_down: AtomicBool::new(false),
+                rebalance: pool.rebalance.map(|r| RebalanceRt::new(r, pool.backends.len())),
             });
         }
         let routes = config
