@@ -130,7 +130,7 @@ async fn dead_backend_leaves_and_returns_under_slow_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_checks_trip_on_errors_and_timeouts() {
     let bs = backends("pv", 3).await;
-    let pool = "    passive_health: { max_fails: 3, window: 10s, cooldown: 1s }\n";
+    let pool = "    passive_health: { max_fails: 3, window: 10s, cooldown: 2s }\n";
     let lb = start(&bs, COOKIE, pool, "  upstream_read_timeout: 300ms\n").await;
     let c = client();
     let first = get(&c, &lb.url("/"), &[], "LIMPET").await;
@@ -141,6 +141,13 @@ async fn passive_checks_trip_on_errors_and_timeouts() {
         assert_eq!((r.status, r.backend.as_str()), (500, home.as_str()));
     }
     wait_up(&lb, &home, 0.0).await;
+    // A reload keeps the trip (health state belongs to the backend's id).
+    let yaml = std::fs::read_to_string(&lb.config).unwrap();
+    assert!(
+        lb.reload(&yaml.replace("grace_period: 5s", "grace_period: 6s"))
+            .await
+    );
+    assert_eq!(up(&lb, &home).await, 0.0);
     let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
     assert_ne!(r.backend, home);
     assert_eq!(lb.decisions("backend_down").await, 1.0);
