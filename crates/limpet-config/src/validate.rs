@@ -112,6 +112,39 @@ fn duration(path: &str, field: Option<Lenient<String>>, default: Duration, errs:
 }
 
 /// Matches user text against an enum's spellings; lists them all when nothing matches.
+/// A number within `lo..=hi`; absent: `default`; outside: an error, and `default`.
+fn number_in<T>(path: &str, field: Option<Lenient<T>>, default: T, (lo, hi): (T, T), errs: &mut Errors) -> T
+where
+    T: Copy + PartialOrd + std::fmt::Display,
+{
+    match take(path, field, errs) {
+        None => default,
+        Some(n) if n >= lo && n <= hi => n,
+        Some(n) => {
+            errs.at(path, format!("{n} is out of range")).hint = Some(format!("use {lo} to {hi}"));
+            default
+        }
+    }
+}
+
+/// A duration within `lo..=hi`; absent: `default`; outside: an error with `hint` (or
+/// the range).
+fn duration_in(
+    path: &str,
+    field: Option<Lenient<String>>,
+    default: Duration,
+    (lo, hi): (Duration, Duration),
+    hint: Option<&str>,
+    errs: &mut Errors,
+) -> Duration {
+    let d = duration(path, field, default, errs);
+    if d < lo || d > hi {
+        errs.at(path, format!("{} is out of range", human(d))).hint =
+            Some(hint.map_or_else(|| format!("use {} to {}", human(lo), human(hi)), str::to_string));
+    }
+    d
+}
+
 fn choice<T: Copy>(
     path: &str,
     field: Option<Lenient<String>>,
@@ -199,14 +232,7 @@ fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Option<Server
         None => serde_yaml::from_value(Value::Mapping(Mapping::new())).ok()?,
     };
     unknown_keys("server", &unknown, s::SERVER_KEYS, errs);
-    let threads = match take("server.threads", threads, errs) {
-        None => 2,
-        Some(n @ 1..=1024) => n as usize,
-        Some(n) => {
-            errs.at("server.threads", format!("{n} is out of range")).hint = Some("use 1 to 1024".into());
-            2
-        }
-    };
+    let threads = number_in("server.threads", threads, 2, (1, 1024), errs) as usize;
     let mut proxies = Vec::new();
     for (p, text) in list("server.trusted_proxies", trusted_proxies, errs).unwrap_or_default() {
         let parsed = text
@@ -425,15 +451,13 @@ fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut Errors) -> 
             }
         }
     }
-    let mp = "session_store.max_entries";
-    let max_entries = match take(mp, max_entries, errs) {
-        None => DEFAULT_MAX_ENTRIES,
-        Some(n @ 1..=1_000_000_000) => n as usize,
-        Some(n) => {
-            errs.at(mp, format!("{n} is out of range")).hint = Some("use 1 to 1000000000".into());
-            DEFAULT_MAX_ENTRIES
-        }
-    };
+    let max_entries = number_in(
+        "session_store.max_entries",
+        max_entries,
+        DEFAULT_MAX_ENTRIES as u64,
+        (1, 1_000_000_000),
+        errs,
+    ) as usize;
     SessionStore { max_entries, redis }
 }
 
@@ -474,21 +498,15 @@ fn redis_store(
         errs.at(kp, "must be at most 64 characters, without spaces").hint =
             Some("write e.g. \"limpet:prod:\"".into());
     }
-    let tp = "session_store.timeout";
-    let timeout = duration(tp, timeout, Duration::from_millis(50), errs);
-    if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(10) {
-        errs.at(tp, format!("{} is out of range", human(timeout))).hint =
-            Some("use 1ms to 10s; requests wait this long at most for Redis".into());
-    }
-    let pp = "session_store.pool_size";
-    let pool_size = match take(pp, pool_size, errs) {
-        None => 4,
-        Some(n @ 1..=64) => n as usize,
-        Some(n) => {
-            errs.at(pp, format!("{n} is out of range")).hint = Some("use 1 to 64".into());
-            4
-        }
-    };
+    let timeout = duration_in(
+        "session_store.timeout",
+        timeout,
+        Duration::from_millis(50),
+        (Duration::from_millis(1), Duration::from_secs(10)),
+        Some("use 1ms to 10s; requests wait this long at most for Redis"),
+        errs,
+    );
+    let pool_size = number_in("session_store.pool_size", pool_size, 4, (1, 64), errs) as usize;
     Some(RedisStore {
         url: url?,
         key_prefix,
@@ -522,30 +540,24 @@ fn health_check_config(p: &str, h: s::HealthCheck, errs: &mut Errors) -> HealthC
     if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         errs.at(&pp, format!("`{path}` is not a request path")).hint = Some("write e.g. /healthz".into());
     }
-    let ip = join(p, "interval");
-    let interval = duration(&ip, interval, Duration::from_secs(2), errs);
-    if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
-        errs.at(&ip, format!("{} is out of range", human(interval))).hint = Some("use 100ms to 1h".into());
-    }
-    let tp = join(p, "timeout");
-    let timeout = duration(&tp, timeout, Duration::from_secs(1).min(interval), errs);
-    if timeout < Duration::from_millis(10) || timeout > interval.max(Duration::from_millis(10)) {
-        errs.at(&tp, format!("{} is out of range", human(timeout))).hint =
-            Some("use 10ms up to the interval, so checks never overlap".into());
-    }
-    let count = |key: &str, v: Option<Lenient<u32>>, default: u32, errs: &mut Errors| {
-        let kp = join(p, key);
-        match take(&kp, v, errs) {
-            None => default,
-            Some(n @ 1..=100) => n,
-            Some(n) => {
-                errs.at(&kp, format!("{n} is out of range")).hint = Some("use 1 to 100".into());
-                default
-            }
-        }
-    };
-    let rise = count("rise", rise, 2, errs);
-    let fall = count("fall", fall, 3, errs);
+    let interval = duration_in(
+        &join(p, "interval"),
+        interval,
+        Duration::from_secs(2),
+        (Duration::from_millis(100), Duration::from_secs(3600)),
+        None,
+        errs,
+    );
+    let timeout = duration_in(
+        &join(p, "timeout"),
+        timeout,
+        Duration::from_secs(1).min(interval),
+        (Duration::from_millis(10), interval.max(Duration::from_millis(10))),
+        Some("use 10ms up to the interval, so checks never overlap"),
+        errs,
+    );
+    let rise = number_in(&join(p, "rise"), rise, 2, (1, 100), errs);
+    let fall = number_in(&join(p, "fall"), fall, 3, (1, 100), errs);
     let ep = join(p, "expect_status");
     let expect_status = match take(&ep, expect_status, errs) {
         None => (200, 399),
@@ -631,11 +643,14 @@ fn rebalance_config(p: &str, r: s::Rebalance, errs: &mut Errors) -> Rebalance {
             }
         }
     };
-    let ap = join(p, "min_age");
-    let min_age = duration(&ap, min_age, Duration::from_secs(300), errs);
-    if min_age > Duration::from_secs(24 * 3600) {
-        errs.at(&ap, format!("{} is out of range", human(min_age))).hint = Some("use 0s to 24h".into());
-    }
+    let min_age = duration_in(
+        &join(p, "min_age"),
+        min_age,
+        Duration::from_secs(300),
+        (Duration::ZERO, Duration::from_secs(24 * 3600)),
+        None,
+        errs,
+    );
     Rebalance {
         max_share_per_minute: share,
         min_age,
@@ -650,22 +665,10 @@ fn passive_health_config(p: &str, h: s::PassiveHealth, errs: &mut Errors) -> Pas
         unknown,
     } = h;
     unknown_keys(p, &unknown, s::PASSIVE_HEALTH_KEYS, errs);
-    let mp = join(p, "max_fails");
-    let max_fails = match take(&mp, max_fails, errs) {
-        None => 3,
-        Some(n @ 1..=1000) => n,
-        Some(n) => {
-            errs.at(&mp, format!("{n} is out of range")).hint = Some("use 1 to 1000".into());
-            3
-        }
-    };
+    let max_fails = number_in(&join(p, "max_fails"), max_fails, 3, (1, 1000), errs);
     let range = |key: &str, v: Option<Lenient<String>>, errs: &mut Errors| {
-        let kp = join(p, key);
-        let d = duration(&kp, v, Duration::from_secs(10), errs);
-        if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-            errs.at(&kp, format!("{} is out of range", human(d))).hint = Some("use 100ms to 1h".into());
-        }
-        d
+        let bounds = (Duration::from_millis(100), Duration::from_secs(3600));
+        duration_in(&join(p, key), v, Duration::from_secs(10), bounds, None, errs)
     };
     let window = range("window", window, errs);
     let cooldown = range("cooldown", cooldown, errs);
@@ -746,17 +749,8 @@ fn source_ip_method(p: &str, v: s::SourceIp, errs: &mut Errors) -> SourceIpPersi
     if ttl < Duration::from_secs(1) {
         errs.at(&ttl_p, "must be at least 1s").hint = Some("write e.g. 15m".into());
     }
-    let mut prefix = |key: &str, field, max: u8, default: u8| {
-        let pp = join(p, key);
-        match take(&pp, field, errs) {
-            None => default,
-            Some(n) if (1..=max).contains(&n) => n,
-            Some(n) => {
-                errs.at(&pp, format!("{n} is out of range")).hint = Some(format!("use 1 to {max}"));
-                default
-            }
-        }
-    };
+    let mut prefix =
+        |key: &str, field, max: u8, default: u8| number_in(&join(p, key), field, default, (1, max), errs);
     let ipv4_prefix = prefix("ipv4_prefix", ipv4_prefix, 32, 32);
     let ipv6_prefix = prefix("ipv6_prefix", ipv6_prefix, 128, 64);
     SourceIpPersistence {
@@ -987,15 +981,7 @@ fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> Option<Pool
         OnBackendDown::Redispatch,
         errs,
     );
-    let rp = join(p, "retries");
-    let retries = match take(&rp, retries, errs) {
-        None => 2,
-        Some(n @ 0..=16) => n,
-        Some(n) => {
-            errs.at(&rp, format!("{n} is out of range")).hint = Some("use 0 to 16".into());
-            2
-        }
-    };
+    let retries = number_in(&join(p, "retries"), retries, 2, (0, 16), errs);
     let mut methods = Vec::new();
     let mut cookie_names = HashSet::new();
     for (
