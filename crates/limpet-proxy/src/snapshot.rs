@@ -370,7 +370,7 @@ impl Snapshot {
                     };
                     let cookie_sessions =
                         horizon.map(|h| match known.and_then(|o| o.cookie_sessions.clone()) {
-                            Some(s) if s.horizon() == SessionSketch::new(h).horizon() => s,
+                            Some(s) if s.horizon() == SessionSketch::horizon_for(h) => s,
                             _ => Arc::new(SessionSketch::new(h)),
                         });
                     BackendRt {

@@ -9,17 +9,22 @@
 //!
 //! Precision 10 (1,024 one-byte registers per bucket): a standard error of
 //! 1.04 / √1024 ≈ 3.3%, with linear counting below 2.5 × 1,024 for small counts, which
-//! are then nearly exact. Registers are atomics: recording is lock-free.
+//! are then nearly exact. Registers are atomics: recording takes no lock, except the
+//! first record of each bucket, which clears the slot it reuses.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 const P: u32 = 10;
 const M: usize = 1 << P;
 
 struct Bucket {
     /// Which expiry bucket (expiry / width) this slot holds now; u64::MAX when unused.
+    /// Published only after the registers were cleared for it.
     epoch: AtomicU64,
     registers: Box<[AtomicU8]>,
+    /// Held while the slot is taken over for a new bucket (rare: once per bucket).
+    takeover: Mutex<()>,
 }
 
 impl Bucket {
@@ -27,6 +32,7 @@ impl Bucket {
         Self {
             epoch: AtomicU64::new(u64::MAX),
             registers: (0..M).map(|_| AtomicU8::new(0)).collect(),
+            takeover: Mutex::new(()),
         }
     }
 }
@@ -56,6 +62,11 @@ impl SessionSketch {
         self.width * 16
     }
 
+    /// The horizon a sketch made with `new(horizon)` has (whole buckets).
+    pub fn horizon_for(horizon: u64) -> u64 {
+        (horizon / 16).max(1) * 16
+    }
+
     /// Records a session identified by `hash` (a well-mixed 64-bit hash of it) that
     /// expires at `expires` (unix seconds). Sessions already expired, or expiring beyond
     /// the horizon, are not counted.
@@ -68,22 +79,19 @@ impl SessionSketch {
             return;
         }
         let slot = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
-        let current = slot.epoch.load(Ordering::Acquire);
-        if current != epoch {
-            // The slot held a bucket that has ended (or none): take it over.
-            if current != u64::MAX && current > epoch {
-                return;
-            }
-            if slot
-                .epoch
-                .compare_exchange(current, epoch, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+        if slot.epoch.load(Ordering::Acquire) != epoch {
+            // The slot holds a bucket that has ended (or none): take it over, clearing
+            // it before anyone may count in it.
+            let _guard = slot.takeover.lock().unwrap_or_else(|p| p.into_inner());
+            let current = slot.epoch.load(Ordering::Acquire);
+            if current != epoch {
+                if current != u64::MAX && current > epoch {
+                    return;
+                }
                 for r in slot.registers.iter() {
                     r.store(0, Ordering::Relaxed);
                 }
-            } else if slot.epoch.load(Ordering::Acquire) != epoch {
-                return;
+                slot.epoch.store(epoch, Ordering::Release);
             }
         }
         let index = (hash >> (64 - P)) as usize;
@@ -187,6 +195,36 @@ mod tests {
         s.record(mix(9), now - 1, now);
         s.record(mix(9), now + 10_000, now);
         assert_eq!(s.estimate(now + 900), 0);
+    }
+
+    #[test]
+    fn concurrent_first_records_are_not_lost() {
+        // Many threads start a fresh bucket at once: none of their sessions may be
+        // wiped by another thread clearing the slot.
+        for round in 0..50u64 {
+            let serial = SessionSketch::new(900);
+            for t in 0..4u64 {
+                for i in 0..5 {
+                    serial.record(mix(round * 100 + t * 10 + i), 1_900, 1_000);
+                }
+            }
+            let s = std::sync::Arc::new(SessionSketch::new(900));
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..5 {
+                            s.record(mix(round * 100 + t * 10 + i), 1_900, 1_000);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            // Registers merge by maximum, so any order gives the serial result.
+            assert_eq!(s.estimate(1_000), serial.estimate(1_000), "round {round}");
+        }
     }
 
     #[test]
