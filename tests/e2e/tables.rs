@@ -6,16 +6,6 @@ use std::time::{Duration, Instant};
 
 use limpet_e2e::*;
 
-async fn start(bs: &[Backend], persistence: &str, pool: &str, server: &str) -> Limpet {
-    let (addr, admin) = (free_addr(), free_addr());
-    Limpet::start_with(
-        &pool_config((addr, admin), &backend_list(bs), persistence, pool, server),
-        addr,
-        admin,
-    )
-    .await
-}
-
 async fn with_header(c: &reqwest::Client, lb: &Limpet, name: &str, value: &[u8]) -> Reply {
     let resp = c
         .get(lb.url("/"))
@@ -29,7 +19,7 @@ async fn with_header(c: &reqwest::Client, lb: &Limpet, name: &str, value: &[u8])
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_table_triad_static_ttl_and_bad_input() {
     let bs = backends("h", 3).await;
-    let lb = start(
+    let lb = Limpet::start_pool(
         &bs,
         "      - header: { name: X-Session-Id, ttl: 2s, ttl_header: X-Session-TTL, max_ttl: 1h }\n",
         "",
@@ -110,7 +100,7 @@ async fn source_ip_uses_forwarded_for_only_from_trusted_peers() {
     let bs = backends("ip", 3).await;
     let persistence = "      - source_ip: { ttl: 15m, ipv4_prefix: 24 }\n";
     // Untrusted peer: X-Forwarded-For is ignored, every "client" is 127.0.0.1.
-    let lb = start(&bs, persistence, "", "").await;
+    let lb = Limpet::start_pool(&bs, persistence, "", "").await;
     let c = client();
     let home = with_header(&c, &lb, "x-forwarded-for", b"198.51.100.1")
         .await
@@ -126,7 +116,7 @@ async fn source_ip_uses_forwarded_for_only_from_trusted_peers() {
     }
     drop(lb);
     // Trusted peer: the forwarded client counts, masked to /24.
-    let lb = start(&bs, persistence, "", "  trusted_proxies: [127.0.0.1]\n").await;
+    let lb = Limpet::start_pool(&bs, persistence, "", "  trusted_proxies: [127.0.0.1]\n").await;
     let a1 = with_header(&c, &lb, "x-forwarded-for", b"10.1.1.1").await.backend;
     let a2 = with_header(&c, &lb, "x-forwarded-for", b"10.1.1.200")
         .await
@@ -147,7 +137,7 @@ async fn source_ip_uses_forwarded_for_only_from_trusted_peers() {
     drop(lb);
     // Expiry: a 1 s static TTL ends while the client keeps coming, and the next
     // request is a new session.
-    let lb = start(
+    let lb = Limpet::start_pool(
         &bs,
         "      - source_ip: { ttl: 1s }
 ",
@@ -213,7 +203,7 @@ async fn consistent_hash_agrees_across_instances_and_backend_order() {
     let bs = backends("ch", 5).await;
     let persistence = "      - hash: {}\n";
     let pool = "    balance: consistent_hash\n    hash: { key: \"header:X-User\", balance_factor: 1.25 }\n";
-    let one = start(&bs, persistence, pool, "").await;
+    let one = Limpet::start_pool(&bs, persistence, pool, "").await;
     let list: String = backend_list(&bs)
         .lines()
         .rev()
@@ -335,7 +325,7 @@ async fn draining_keeps_and_strict_refuses_for_each_table_method() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_ttl_header_is_capped_by_max_ttl() {
     let bs = backends("t", 2).await;
-    let lb = start(
+    let lb = Limpet::start_pool(
         &bs,
         "      - header: { name: X-Session-Id, ttl: 1s, ttl_header: X-Session-TTL, max_ttl: 2s }\n",
         "",

@@ -189,6 +189,13 @@ impl Limpet {
         Self::spawn(config, addr, admin, &dir, env).await
     }
 
+    /// A [`pool_config`] around `backends` on fresh ports.
+    pub async fn start_pool(backends: &[Backend], persistence: &str, pool: &str, server: &str) -> Limpet {
+        let (addr, admin) = (free_addr(), free_addr());
+        let yaml = pool_config((addr, admin), &backend_list(backends), persistence, pool, server);
+        Self::start_with(&yaml, addr, admin).await
+    }
+
     /// Standard config around `backends`.
     pub async fn start(backends: &[Backend], cookie: &str, extra_pool: &str) -> Limpet {
         let (addr, admin) = (free_addr(), free_addr());

@@ -296,17 +296,16 @@ impl PoolRt {
     }
 }
 
-/// The metric handles of backend `b` of `pool`: those of the previous generation when
-/// the backend was already there (its counters and histogram go on), with its state and
-/// weight gauges updated if they changed.
+/// The metric handles of backend `b` of `pool`: those of `known`, the same backend in
+/// the previous generation, when it was there (its counters and histogram go on), with
+/// its state and weight gauges updated if they changed.
 fn backend_metrics(
     metrics: &Metrics,
     pool: &str,
     b: &Backend,
     states: &[&str],
-    before: Option<&PoolRt>,
+    known: Option<&BackendRt>,
 ) -> BackendMetrics {
-    let known = before.and_then(|p| Some(&p.backends[p.backend_index(b.id.as_str().as_bytes())?]));
     let Some(old) = known else {
         return metrics.backend(pool, b.id.as_str(), b.state.as_str(), states, b.weight);
     };
@@ -357,7 +356,7 @@ impl Snapshot {
                 .map(|b: &Backend| {
                     let known =
                         before.and_then(|p| Some(&p.backends[p.backend_index(b.id.as_str().as_bytes())?]));
-                    let metrics = backend_metrics(metrics, pool.id.as_str(), b, &states, before);
+                    let metrics = backend_metrics(metrics, pool.id.as_str(), b, &states, known);
                     let health = match known {
                         Some(old) => old.health.clone(),
                         None => {
