@@ -10,16 +10,6 @@ use limpet_e2e::*;
 
 const COOKIE: &str = "      - cookie: { name: LIMPET, ttl: 15m }\n";
 
-async fn start(bs: &[Backend], persistence: &str, pool: &str, server: &str) -> Limpet {
-    let (addr, admin) = (free_addr(), free_addr());
-    Limpet::start_with(
-        &pool_config((addr, admin), &backend_list(bs), persistence, pool, server),
-        addr,
-        admin,
-    )
-    .await
-}
-
 async fn up(lb: &Limpet, backend: &str) -> f64 {
     lb.metric(&format!(r#"limpet_backend_up{{backend="{backend}",pool="web"}}"#))
         .await
@@ -42,7 +32,7 @@ async fn wait_up(lb: &Limpet, backend: &str, want: f64) {
 async fn dead_backend_leaves_and_returns_under_slow_start() {
     let mut bs = backends("hc", 3).await;
     let pool = "    slow_start: 3s\n    health_check: { kind: http, path: /healthz, interval: 200ms, timeout: 150ms, rise: 2, fall: 2 }\n";
-    let lb = start(&bs, COOKIE, pool, "").await;
+    let lb = Limpet::start_pool(&bs, COOKIE, pool, "").await;
     let c = client();
     let mut users: Vec<(String, String)> = Vec::new();
     for _ in 0..30 {
@@ -79,6 +69,7 @@ async fn dead_backend_leaves_and_returns_under_slow_start() {
     }
     assert!(!moved.is_empty());
     wait_up(&lb, "hc-2", 0.0).await;
+    assert!(lb.admin_get("/status").await.contains("\"health\": \"down\""));
     assert!(
         lb.metric(r#"limpet_health_check_total{backend="hc-2",pool="web",result="fail"}"#)
             .await
@@ -131,7 +122,7 @@ async fn dead_backend_leaves_and_returns_under_slow_start() {
 async fn passive_checks_trip_on_errors_and_timeouts() {
     let bs = backends("pv", 3).await;
     let pool = "    passive_health: { max_fails: 3, window: 10s, cooldown: 2s }\n";
-    let lb = start(&bs, COOKIE, pool, "  upstream_read_timeout: 300ms\n").await;
+    let lb = Limpet::start_pool(&bs, COOKIE, pool, "  upstream_read_timeout: 300ms\n").await;
     let c = client();
     let first = get(&c, &lb.url("/"), &[], "LIMPET").await;
     let (cookie, home) = (first.set_cookie.unwrap(), first.backend);
@@ -176,7 +167,7 @@ async fn passive_checks_trip_on_errors_and_timeouts() {
 async fn pool_with_nothing_usable_answers_503_with_retry_after() {
     let bs = backends("ad", 2).await;
     let pool = "    health_check: { kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }\n";
-    let lb = start(&bs, COOKIE, pool, "").await;
+    let lb = Limpet::start_pool(&bs, COOKIE, pool, "").await;
     let c = client();
     assert_eq!(get(&c, &lb.url("/"), &[], "LIMPET").await.status, 200);
     for b in bs {
@@ -251,7 +242,7 @@ async fn metrics_pass_promtool() {
     let bs = backends("pt", 2).await;
     let persistence = format!("{COOKIE}      - header: {{ name: X-Session-Id, ttl: 15m }}\n");
     let pool = "    health_check: { interval: 200ms }\n    passive_health: {}\n    slow_start: 10s\n";
-    let lb = start(&bs, &persistence, pool, "").await;
+    let lb = Limpet::start_pool(&bs, &persistence, pool, "").await;
     let c = client();
     for i in 0..5 {
         c.get(lb.url("/"))
@@ -293,7 +284,7 @@ async fn metrics_pass_promtool() {
 async fn cookie_sessions_are_counted_per_backend_until_they_expire() {
     let bs = backends("cs", 2).await;
     // 8 s: long enough that no session expires while a busy machine runs the first part.
-    let lb = start(&bs, "      - cookie: { name: LIMPET, ttl: 8s }\n", "", "").await;
+    let lb = Limpet::start_pool(&bs, "      - cookie: { name: LIMPET, ttl: 8s }\n", "", "").await;
     let began = Instant::now();
     let c = client();
     let mut cookies = Vec::new();

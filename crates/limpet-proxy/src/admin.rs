@@ -43,8 +43,8 @@ struct BackendStatus<'a> {
     id: &'a str,
     address: String,
     state: &'static str,
-    /// Passes its health checks (active and passive).
-    up: bool,
+    /// `up` while it passes its health checks (active and passive), else `down`.
+    health: &'static str,
     weight: u32,
     /// The weight new sessions see now: `weight` ramped by slow start.
     effective_weight: f64,
@@ -98,7 +98,11 @@ impl Admin {
                             id: b.id.as_str(),
                             address: b.address.to_string(),
                             state: b.state.as_str(),
-                            up: b.health.usable(crate::health::now_ms()),
+                            health: if b.health.usable(crate::health::now_ms()) {
+                                "up"
+                            } else {
+                                "down"
+                            },
                             weight: b.weight,
                             effective_weight: f64::from(b.weight)
                                 * b.health.ramp(p.slow_start, crate::health::now_ms()),
