@@ -226,3 +226,18 @@ async fn rejected_reloads_keep_the_running_config() {
         .await
         .contains("\"last_reload_error\": null"));
 }
+
+/// SIGUSR1 and SIGUSR2 (a logrotate script, an HAProxy habit) are logged and change
+/// nothing; they never kill limpet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_and_sigusr2_are_logged_and_harmless() {
+    let bs = backends("u", 1).await;
+    let mut lb = Limpet::start(&bs, "name: LIMPET, ttl: 15m", "").await;
+    for (sig, name) in [(libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")] {
+        lb.signal(sig);
+        lb.wait_log(name).await;
+        assert!(lb.child.try_wait().unwrap().is_none(), "{name} killed limpet");
+        let r = get(&client(), &lb.url("/"), &[], "LIMPET").await;
+        assert_eq!(r.status, 200);
+    }
+}

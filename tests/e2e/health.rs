@@ -370,3 +370,98 @@ async fn rebalancing_fills_a_new_backend_within_its_share_and_age() {
     assert!((1..=7).contains(&moved), "{moved} sessions moved");
     assert_eq!(lb.decisions("repinned").await, moved as f64);
 }
+
+/// Balancing is built from the configured weights; health acts at pick time. A backend
+/// that is down when a reload happens takes new sessions as soon as it recovers, and a
+/// pool whose every backend was down at a reload serves again once one is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_down_at_a_reload_takes_new_sessions_once_it_recovers() {
+    let mut bs = backends("fr", 2).await;
+    let pool = "    health_check: { kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }\n";
+    let lb = Limpet::start_pool(&bs, COOKIE, pool, "").await;
+    let c = client();
+    // The same configuration with one harmless change, so that a reload happens.
+    let yaml = pool_config(
+        (lb.addr, lb.admin),
+        &backend_list(&bs),
+        COOKIE,
+        pool,
+        "  client_idle_timeout: 31s\n",
+    );
+
+    let a = bs.remove(0);
+    let a_addr = a.addr;
+    a.kill().await;
+    wait_up(&lb, "fr-1", 0.0).await;
+    assert!(lb.reload(&yaml).await);
+    let a = Backend::start("fr-1", a_addr).await.unwrap();
+    wait_up(&lb, "fr-1", 1.0).await;
+    let mut on_a = 0;
+    for _ in 0..20 {
+        let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+        assert_eq!(r.status, 200);
+        on_a += usize::from(r.backend == "fr-1");
+    }
+    assert_eq!(
+        on_a, 10,
+        "new sessions on the recovered backend, of 20 (round robin)"
+    );
+
+    // Every backend down at a reload.
+    bs.insert(0, a);
+    let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
+    for b in bs.drain(..) {
+        b.kill().await;
+    }
+    wait_up(&lb, "fr-1", 0.0).await;
+    wait_up(&lb, "fr-2", 0.0).await;
+    assert!(lb.reload(&yaml.replace("31s", "32s")).await);
+    let _b = Backend::start("fr-2", addrs[1]).await.unwrap();
+    wait_up(&lb, "fr-2", 1.0).await;
+    for _ in 0..4 {
+        let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+        assert_eq!((r.status, r.backend.as_str()), (200, "fr-2"));
+    }
+}
+
+/// A health check slower than its interval: the next one starts `interval` after the
+/// previous one ended, so checks of one backend never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_slower_than_their_interval_never_overlap() {
+    use std::sync::{Arc, Mutex};
+    // A backend that accepts and never answers: every check runs to its timeout.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = mute.local_addr().unwrap();
+    let accepted: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = accepted.clone();
+    let acceptor = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            seen.lock().unwrap().push(Instant::now());
+            held.push(s);
+        }
+    });
+    let bs = backends("ov", 1).await;
+    let list = format!(
+        "{}      - {{ id: mute, address: \"{addr}\" }}\n",
+        backend_list(&bs)
+    );
+    let (listen, admin) = (free_addr(), free_addr());
+    let pool = "    health_check: { kind: http, path: /healthz, interval: 100ms, timeout: 600ms, rise: 1, fall: 1 }\n";
+    let yaml = pool_config((listen, admin), &list, COOKIE, pool, "");
+    let lb = Limpet::start_with(&yaml, listen, admin).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while accepted.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "{}", lb.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let times = accepted.lock().unwrap().clone();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        // 600 ms of timeout plus 100 ms of interval between two starts (less a little
+        // for timer granularity); overlapping checks would start every 100 ms.
+        assert!(gap >= Duration::from_millis(650), "checks {gap:?} apart");
+    }
+    assert_eq!(up(&lb, "mute").await, 0.0);
+    acceptor.abort();
+}

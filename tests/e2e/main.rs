@@ -9,5 +9,6 @@ mod failover;
 mod health;
 mod redis;
 mod reload;
+mod responses;
 mod streaming;
 mod tables;

@@ -368,3 +368,27 @@ async fn tls_and_password() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A WebSocket starts its table session with one store write, as a plain request does
+/// (the upgrade path once recorded every session twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_records_its_session_once() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let bs = backends("rw", 2).await;
+    let redis = Redis::start().await;
+    let lb = instance(&bs, &redis, "      - header: { name: X-Session-Id, ttl: 1m }\n").await;
+    let c = client();
+    // `SET` runs once per create (inside limpet's create script) and nowhere else.
+    let before = redis.calls("set").await;
+    let r = via(&c, &lb, Some("plain-1"), None, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(redis.calls("set").await - before, 1, "a plain request");
+
+    let before = redis.calls("set").await;
+    let mut req = format!("ws://{}/chat", lb.addr).into_client_request().unwrap();
+    req.headers_mut().insert("x-session-id", "ws-1".parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    drop(ws);
+    assert_eq!(redis.calls("set").await - before, 1, "a WebSocket");
+}

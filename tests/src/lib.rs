@@ -305,6 +305,27 @@ impl Limpet {
         parse_metric(&text, series)
     }
 
+    /// Whether `/metrics` has the exact series line `series` (name with labels as
+    /// printed), whatever its value.
+    pub async fn has_series(&self, series: &str) -> bool {
+        let text = self.admin_get("/metrics").await;
+        text.lines()
+            .any(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+    }
+
+    /// Waits (bounded, 10 s) until limpet's log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `limpet_persistence_decisions_total` of the cookie method in pool `web`.
     pub async fn decisions(&self, outcome: &str) -> f64 {
         self.method_decisions("cookie", outcome).await
@@ -500,6 +521,36 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The body of `INFO section`, as `field:value` lines.
+    pub async fn info(&self, section: &str) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        s.write_all(format!("INFO {section}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let mut head = String::new();
+        r.read_line(&mut head).await.unwrap();
+        // A bulk string: `$LEN` then LEN bytes.
+        let len: usize = head.trim_end().trim_start_matches('$').parse().unwrap();
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).await.unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    /// Calls of `command` so far (`INFO commandstats`, which counts commands run by
+    /// scripts too).
+    pub async fn calls(&self, command: &str) -> u64 {
+        let info = self.info("commandstats").await;
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
     }
 
     /// Sends one inline command and returns the first line of the reply.

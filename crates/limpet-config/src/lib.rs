@@ -6,6 +6,7 @@ mod duration;
 mod error;
 mod locate;
 mod model;
+mod restart;
 mod surface;
 mod validate;
 
@@ -13,6 +14,7 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use locate::Locations;
 pub use model::*;
+pub use restart::restart_only;
 
 /// Parses and validates a whole configuration file.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {

@@ -357,7 +357,7 @@ fn health_checks_and_slow_start() {
     // Every mistake at once.
     let text = GOOD.replace(
         "balance: round_robin",
-        "balance: round_robin\n    slow_start: 2h\n    health_check: { kind: icmp, path: healthz, interval: 10ms, timeout: 5s, rise: 0, expect_status: 600, hots: x }\n    passive_health: { max_fails: 0, window: 1ms }",
+        "balance: round_robin\n    slow_start: 2h\n    health_check: { kind: icmp, path: healthz, interval: 10ms, timeout: 5ms, rise: 0, expect_status: 600, hots: x }\n    passive_health: { max_fails: 0, window: 1ms }",
     );
     let errs = errors(&text);
     let hc = "pools.web.health_check";
@@ -371,6 +371,22 @@ fn health_checks_and_slow_start() {
     assert!(has(&errs, &format!("{hc}.hots"), "did you mean `host`"));
     assert!(has(&errs, "pools.web.passive_health.max_fails", "out of range"));
     assert!(has(&errs, "pools.web.passive_health.window", "out of range"));
+}
+
+/// A check may take longer than its interval (a slow backend on a short interval): the
+/// next one starts `interval` after it ends, as Envoy and HAProxy do, so none overlap.
+#[test]
+fn health_check_timeout_may_exceed_interval() {
+    let text = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    health_check: { interval: 200ms, timeout: 3s }",
+    );
+    let c = parse(&text).unwrap();
+    let hc = c.pools[&PoolId::new("web")].health_check.clone().unwrap();
+    assert_eq!(
+        (hc.interval, hc.timeout),
+        (Duration::from_millis(200), Duration::from_secs(3))
+    );
 }
 
 #[test]

@@ -552,8 +552,10 @@ fn health_check_config(p: &str, h: s::HealthCheck, errs: &mut Errors) -> HealthC
         &join(p, "timeout"),
         timeout,
         Duration::from_secs(1).min(interval),
-        (Duration::from_millis(10), interval.max(Duration::from_millis(10))),
-        Some("use 10ms up to the interval, so checks never overlap"),
+        // A check may outlast its interval: the next starts `interval` after it
+        // ends, so checks never overlap (as with Envoy and HAProxy).
+        (Duration::from_millis(10), Duration::from_secs(300)),
+        Some("use 10ms up to 5m"),
         errs,
     );
     let rise = number_in(&join(p, "rise"), rise, 2, (1, 100), errs);

@@ -35,6 +35,7 @@ pub struct Metrics {
     backend_sessions: IntGaugeVec,
     store_entries: IntGaugeVec,
     store_errors: IntCounterVec,
+    responses: IntCounterVec,
     pub config_generation: IntGauge,
     config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
@@ -93,6 +94,26 @@ impl BackendMetrics {
     }
 }
 
+/// Counters of the responses limpet makes itself for one pool (or for requests that
+/// matched none): one per kind, in the order the kinds were given.
+#[derive(Clone)]
+pub struct ResponseCounters(Vec<IntCounter>);
+
+impl ResponseCounters {
+    /// `kind` indexes the kind list given to [`Metrics::responses`].
+    pub fn count(&self, kind: usize) {
+        if let Some(c) = self.0.get(kind) {
+            c.inc();
+        }
+    }
+}
+
+/// One kind of response limpet makes: its status code and reason label.
+pub type ResponseKind = (u16, &'static str);
+
+/// Store error kinds, as in `limpet_session_store_errors_total{kind}`.
+pub const STORE_ERROR_KINDS: [&str; 3] = ["timeout", "connection", "evicted"];
+
 /// Per-pool, per-method decision counters: `[method][outcome]`.
 #[derive(Clone)]
 pub struct DecisionMetrics {
@@ -117,7 +138,7 @@ impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new();
         let pb = &["pool", "backend"];
-        Ok(Self {
+        let metrics = Self {
             requests: reg(
                 &r,
                 IntCounterVec::new(
@@ -235,7 +256,7 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "limpet_backend_sessions",
-                        "Live sticky sessions pinned to a backend in session tables.",
+                        "Live sticky sessions pinned to a backend: its session-table entries (exact) plus the cookie sessions issued or presented for it and not yet expired (estimated, about 3% error).",
                     ),
                     pb,
                 )?,
@@ -260,8 +281,54 @@ impl Metrics {
                     &["kind"],
                 )?,
             )?,
+            responses: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_responses_total",
+                        "Responses limpet generated itself (no route, no backend, backend unreachable or too slow), by pool (empty: no route), status code and reason.",
+                    ),
+                    &["pool", "code", "reason"],
+                )?,
+            )?,
             registry: r,
-        })
+        };
+        Ok(metrics.with_alertable_series())
+    }
+
+    /// Creates at 0 the unlabelled-by-config series that alert rules read, so that
+    /// `increase(...) > 0` fires on the first event rather than on the second.
+    fn with_alertable_series(self) -> Self {
+        for result in ["ok", "error"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        for kind in STORE_ERROR_KINDS {
+            self.store_errors.with_label_values(&[kind]);
+        }
+        self
+    }
+
+    /// Counters of limpet's own responses for `pool` ("" for requests no route
+    /// matched), one per kind, all created at 0.
+    pub fn responses(&self, pool: &str, kinds: &[ResponseKind]) -> ResponseCounters {
+        ResponseCounters(
+            kinds
+                .iter()
+                .map(|(code, reason)| {
+                    self.responses
+                        .with_label_values(&[pool, &code.to_string(), reason])
+                })
+                .collect(),
+        )
+    }
+
+    /// Removes a pool's response series when a reload drops the pool.
+    pub fn remove_responses(&self, pool: &str, kinds: &[ResponseKind]) {
+        for (code, reason) in kinds {
+            let _ = self
+                .responses
+                .remove_label_values(&[pool, &code.to_string(), reason]);
+        }
     }
 
     /// Publishes a backend's live table sessions (refreshed at scrape time).
@@ -415,6 +482,20 @@ mod tests {
         assert!(t.contains(r#"limpet_backend_weight{backend="web-1",pool="web"} 3"#));
         m.remove_backend("web", "web-1", STATES);
         assert!(!text(&m).contains("web-1"));
+    }
+
+    /// The HELP of `limpet_backend_sessions` says what the number is: table entries
+    /// plus the estimate of cookie sessions.
+    #[test]
+    fn backend_sessions_help_names_both_sources() {
+        let m = Metrics::new().unwrap();
+        m.set_backend_sessions("web", "web-1", 3);
+        let t = text(&m);
+        let help = t
+            .lines()
+            .find(|l| l.starts_with("# HELP limpet_backend_sessions "))
+            .unwrap();
+        assert!(help.contains("table") && help.contains("cookie"), "{help}");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! of the current snapshot). Everything else is 404.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -10,7 +9,8 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde::Serialize;
 
-use crate::snapshot::Shared;
+use crate::clock::{now_ms, unix_now, unix_secs};
+use crate::shared::Shared;
 
 pub struct Admin {
     shared: Arc<Shared>,
@@ -69,15 +69,10 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
 impl Admin {
     fn status(&self) -> Vec<u8> {
         let snap = self.shared.current.load_full();
-        let now_unix = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now_unix = unix_now();
         let status = Status {
             generation: snap.generation,
-            loaded_at_unix: snap
-                .loaded_at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            loaded_at_unix: unix_secs(snap.loaded_at),
             last_reload_error: self.shared.last_reload_error.load_full().map(|e| e.to_string()),
             pools: snap
                 .pools
@@ -98,14 +93,9 @@ impl Admin {
                             id: b.id.as_str(),
                             address: b.address.to_string(),
                             state: b.state.as_str(),
-                            health: if b.health.usable(crate::health::now_ms()) {
-                                "up"
-                            } else {
-                                "down"
-                            },
+                            health: if b.health.usable(now_ms()) { "up" } else { "down" },
                             weight: b.weight,
-                            effective_weight: f64::from(b.weight)
-                                * b.health.ramp(p.slow_start, crate::health::now_ms()),
+                            effective_weight: f64::from(b.weight) * b.health.ramp(p.slow_start, now_ms()),
                             in_flight: b.metrics.in_flight.get(),
                             sessions: p.sessions(b, self.shared.store.as_ref(), now_unix),
                         })

@@ -3,19 +3,24 @@
 //! request, the admin endpoints, and the background service that owns SIGHUP.
 
 mod admin;
+mod attempt;
+pub mod clock;
 mod control;
+mod exchange;
 mod health;
 mod keys;
 mod load;
 mod persist;
 mod proxy;
 mod request;
+mod shared;
 mod snapshot;
 mod upgrade;
 
 pub use admin::Admin;
-pub use control::{Control, StoreKeeper};
+pub use control::{Drain, Reloader, Signals, Stopped, StoreKeeper};
 pub use health::HealthService;
 pub use load::{load_file, Loaded};
 pub use proxy::Limpet;
-pub use snapshot::{Shared, Snapshot};
+pub use shared::Shared;
+pub use snapshot::Snapshot;

@@ -17,6 +17,7 @@ use limpet_affinity::{
 use limpet_config::{CookiePersistence, HashKey, HeaderPersistence, Persistence};
 use limpet_sessions::{Lookup, SessionStore, TableKey};
 
+use crate::clock::now_ms;
 use crate::request::{masked_ip, query_param};
 use crate::snapshot::{outcome_index, PoolRt, Snapshot};
 
@@ -86,10 +87,10 @@ pub fn hash_key(key: &HashKey, req: &RequestView<'_>) -> Option<u64> {
 }
 
 /// Backend `i` as the target of an existing session: hit when it may serve it.
-fn table_outcome(pool: &PoolRt, backend: Option<usize>) -> (Outcome, Option<usize>) {
+fn table_outcome(pool: &PoolRt, backend: Option<usize>, clock: u64) -> (Outcome, Option<usize>) {
     match backend {
         None => (Outcome::Invalid, None),
-        Some(i) if pool.backends[i].keeps_sessions() => (Outcome::Hit, Some(i)),
+        Some(i) if pool.backends[i].keeps_sessions(clock) => (Outcome::Hit, Some(i)),
         Some(_) => (Outcome::BackendDown, None),
     }
 }
@@ -105,7 +106,7 @@ async fn look_up(
 ) -> (Outcome, Option<usize>, Option<u64>) {
     match store.get(key, &pool.id, now).await {
         Ok(Lookup::Live { backend, expires }) => {
-            let (o, i) = table_outcome(pool, pool.backend_index(backend.as_str().as_bytes()));
+            let (o, i) = table_outcome(pool, pool.backend_index(backend.as_str().as_bytes()), now_ms());
             // record_tables stores now + ttl + 1.
             (o, i, Some(expires.saturating_sub(ttl.as_secs() + 1)))
         }
@@ -152,6 +153,7 @@ pub async fn resolve(
     now: u64,
 ) -> Resolution {
     let mut res = Resolution::default();
+    let clock = now_ms();
     for (mi, method) in pool.methods.iter().enumerate() {
         let mut record = None;
         let mut app = None;
@@ -181,7 +183,7 @@ pub async fn resolve(
                 let values = cookie_values(cookies(), cookie.name.as_bytes());
                 let lookup = resolve_cookie(keys, scope, cookie.max_ttl, values, now, |id| {
                     let i = pool.backend_index(id)?;
-                    Some((i, pool.backends[i].keeps_sessions()))
+                    Some((i, pool.backends[i].keeps_sessions(clock)))
                 });
                 let (outcome, hit, lease) = match lookup {
                     CookieLookup::Hit(i, lease) => {
@@ -225,7 +227,7 @@ pub async fn resolve(
             }
             Persistence::Hash => {
                 let Some(key) = req.hash_key else { continue };
-                let keeps = |i: usize| pool.backends[i].keeps_sessions();
+                let keeps = |i: usize| pool.backends[i].keeps_sessions(clock);
                 match pool.hash_owner(key) {
                     // The key's own backend: within the load bound, or the next one
                     // of the ring that has room (that is bounded loads, not a miss).

@@ -8,81 +8,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
 use limpet_affinity::{Keyring, Outcome};
 use limpet_balance::{Bound, HashRing, RoundRobin};
 use limpet_config::{
     Backend, BackendId, BackendState, Balance, Config, HashConfig, HealthCheck, HostMatch, OnBackendDown,
     PassiveHealth, Persistence, PoolId, Rebalance,
 };
-use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics};
+use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics, ResponseCounters};
 use limpet_sessions::{SessionSketch, SessionStore};
 
-use crate::health::{now_ms, Health};
+use crate::clock::now_ms;
+use crate::exchange::Refusal;
+use crate::health::Health;
 use crate::load::Loaded;
-
-/// What every hook reaches: the current snapshot and the process-wide metrics.
-pub struct Shared {
-    pub current: ArcSwap<Snapshot>,
-    pub metrics: Metrics,
-    /// The last rejected reload's errors, shown by `/status`; cleared by a good reload.
-    pub last_reload_error: arc_swap::ArcSwapOption<String>,
-    /// Downstream requests in progress (WebSockets included), for graceful stop.
-    pub active: Arc<std::sync::atomic::AtomicUsize>,
-    /// Session tables; outlive every snapshot, so sessions survive reloads.
-    pub store: Arc<dyn SessionStore>,
-}
-
-impl Shared {
-    /// Publishes the store's gauges for the current snapshot (called at scrape time).
-    pub fn refresh_store_metrics(&self) {
-        let snap = self.current.load_full();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        for pool in &snap.pools {
-            if pool.uses_tables {
-                self.metrics
-                    .set_store_entries(pool.id.as_str(), self.store.entries(&pool.id));
-            }
-            for b in &pool.backends {
-                if let Some(n) = pool.sessions(b, self.store.as_ref(), now) {
-                    self.metrics
-                        .set_backend_sessions(pool.id.as_str(), b.id.as_str(), n);
-                }
-            }
-        }
-        self.metrics.sync_store_errors("evicted", self.store.evicted());
-        let (timeouts, unreachable) = self.store.failures();
-        self.metrics.sync_store_errors("timeout", timeouts);
-        self.metrics.sync_store_errors("connection", unreachable);
-    }
-}
-
-/// Every pool with a table method and its backend ids: what the store keeps counts of.
-pub fn table_pools(snap: &Snapshot) -> Vec<(PoolId, Vec<BackendId>)> {
-    snap.pools
-        .iter()
-        .filter(|p| p.uses_tables)
-        .map(|p| (p.id.clone(), p.backends.iter().map(|b| b.id.clone()).collect()))
-        .collect()
-}
-
-/// Counts one downstream request while alive.
-pub struct Active(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Active {
-    pub fn new(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self(counter.clone())
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 pub struct Snapshot {
     pub generation: u64,
@@ -127,6 +65,8 @@ pub struct PoolRt {
     /// 503s it answers then are logged once per transition.
     all_down: AtomicBool,
     pub rebalance: Option<RebalanceRt>,
+    /// limpet's own responses for this pool, by [`Refusal`].
+    pub responses: ResponseCounters,
 }
 
 /// Rebalancing of a pool: which backends hold more than their share of sessions, and
@@ -222,13 +162,14 @@ fn states() -> [&'static str; 3] {
 
 impl BackendRt {
     /// May this backend serve a session already pinned to it?
-    pub fn keeps_sessions(&self) -> bool {
-        self.state != BackendState::Disabled && self.health.usable(now_ms())
+    pub fn keeps_sessions(&self, now: u64) -> bool {
+        self.state != BackendState::Disabled && self.health.usable(now)
     }
 
-    /// May this backend receive a new session?
-    pub fn takes_new(&self) -> bool {
-        self.state == BackendState::Active && self.weight > 0 && self.health.usable(now_ms())
+    /// May this backend receive a new session? Configuration says whether it may at
+    /// all; health says whether it may now.
+    pub fn takes_new(&self, now: u64) -> bool {
+        self.state == BackendState::Active && self.weight > 0 && self.health.usable(now)
     }
 }
 
@@ -251,13 +192,77 @@ impl PoolRt {
         }
     }
 
+    /// Feeds a failure seen in real traffic to backend `i`'s passive health check.
+    pub fn passive_failure(&self, i: usize, what: &str, now: u64) {
+        let Some(passive) = &self.passive_health else {
+            return;
+        };
+        let b = &self.backends[i];
+        if b.health.record_failure(passive, now) {
+            tracing::warn!(
+                pool = %self.id, backend = %b.id, failure = what, max_fails = passive.max_fails,
+                cooldown = ?passive.cooldown, "passive health check: backend taken out of rotation"
+            );
+        }
+    }
+
+    /// Chooses a backend for a new session among those that take new sessions now and
+    /// are not in `tried`.
+    pub fn pick_new(
+        &self,
+        tried: &[usize],
+        hash_key: Option<u64>,
+        rebalanced: bool,
+        now: u64,
+    ) -> Option<usize> {
+        let may_take = |i: usize| self.takes_new(i, now) && !tried.contains(&i);
+        if let (true, Some(rb)) = (rebalanced, &self.rebalance) {
+            if let Some(i) = self.round_robin.pick(|i| may_take(i) && rb.is_under(i)) {
+                return Some(i);
+            }
+        }
+        // Slow start: a backend ramping up takes part in this pick with a probability
+        // equal to its ramp, so its share of new sessions grows linearly from 0 to its
+        // weight. When every candidate is held back, the ramp is ignored rather than
+        // refuse.
+        let mut held: Vec<usize> = Vec::new();
+        if self.slow_start.is_some() {
+            held.extend((0..self.backends.len()).filter(|&i| {
+                let ramp = self.backends[i].health.ramp(self.slow_start, now);
+                ramp < 1.0 && rand::random::<f64>() >= ramp
+            }));
+            if (0..self.backends.len()).all(|i| held.contains(&i) || !may_take(i)) {
+                held.clear();
+            }
+        }
+        let eligible = |i: usize| may_take(i) && !held.contains(&i);
+        match self.balance {
+            Balance::ConsistentHash => match hash_key {
+                Some(key) => self.hash_pick(key, eligible),
+                // No key in this request: spread it like round robin does.
+                None => self.round_robin.pick(eligible),
+            },
+            Balance::RoundRobin => self.round_robin.pick(eligible),
+            Balance::Random => limpet_balance::pick_weighted_random(&self.weights, eligible, rand::random()),
+            Balance::LeastRequests => limpet_balance::pick_least_requests(
+                &self.weights,
+                |i| self.in_flight(i),
+                eligible,
+                rand::random(),
+                rand::random(),
+            ),
+        }
+    }
+
+    /// May backend `i` receive a new session now?
+    pub fn takes_new(&self, i: usize, now: u64) -> bool {
+        self.backends[i].takes_new(now)
+    }
+
     /// Clears the all-down state once a backend can take requests again; logs it.
     pub fn note_all_down(&self, now: u64) {
         if self.all_down.load(Ordering::Relaxed)
-            && self
-                .backends
-                .iter()
-                .any(|b| b.state == BackendState::Active && b.weight > 0 && b.health.usable(now))
+            && self.backends.iter().any(|b| b.takes_new(now))
             && self.all_down.swap(false, Ordering::Relaxed)
         {
             tracing::warn!(pool = %self.id, "pool has a usable backend again");
@@ -383,10 +388,18 @@ impl Snapshot {
                     }
                 })
                 .collect();
-            // Weights for new sessions: only active backends take them.
+            // Weights for new sessions, from configuration alone: only active
+            // backends take them. Health and slow start act at pick time, so a backend
+            // that is down during a reload is back in rotation as soon as it recovers.
             let weights: Vec<u32> = backends
                 .iter()
-                .map(|b| if b.takes_new() { b.weight } else { 0 })
+                .map(|b| {
+                    if b.state == BackendState::Active {
+                        b.weight
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             let mut labels: Vec<&'static str> = Vec::new();
             let method_label = pool
@@ -419,7 +432,12 @@ impl Snapshot {
                 Some(p) if p.method_names == labels => p.decisions.clone(),
                 _ => metrics.decisions(pool.id.as_str(), &labels, &outcomes),
             };
+            let responses = match before {
+                Some(p) => p.responses.clone(),
+                None => metrics.responses(pool.id.as_str(), &Refusal::pool_kinds()),
+            };
             pools.push(PoolRt {
+                responses,
                 id: pool.id.clone(),
                 balance: pool.balance,
                 round_robin: RoundRobin::new(&weights),
@@ -471,6 +489,9 @@ impl Snapshot {
                     if !kept {
                         metrics.remove_decisions(old.id.as_str(), m, &outcomes);
                     }
+                }
+                if now.is_none() {
+                    metrics.remove_responses(old.id.as_str(), &Refusal::pool_kinds());
                 }
                 if now.is_none_or(|p| !p.uses_tables) {
                     metrics.remove_store_entries(old.id.as_str());

@@ -16,10 +16,10 @@ use pingora_core::protocols::http::v1::client::HttpSession as Upstream;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use crate::proxy::{
-    decorate_response, forwarding_headers, peer_for, record, respond, AfterConnectFailure, Ctx,
-};
-use crate::snapshot::{Shared, Snapshot};
+use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
+use crate::exchange::{decorate_response, forwarding_headers, record, refuse, Refusal};
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 
 /// Informational responses (`100 Continue`, `103`) skipped before the real answer.
 const MAX_INFORMATIONAL: usize = 8;
@@ -30,15 +30,16 @@ pub(crate) async fn tunnel(
     shared: &Shared,
     connector: &TransportConnector,
     session: &mut Session,
-    ctx: &mut Ctx,
+    attempt: &mut Attempt,
     snap: &Snapshot,
 ) -> Result<bool> {
-    let Some(pool) = ctx.pool(snap) else {
-        return respond(session, 404, "limpet: no route for this host and path\n", false).await;
+    let pool_index = attempt.pool;
+    let Some(pool) = attempt.pool(snap) else {
+        return refuse(shared, Some(snap), pool_index, session, Refusal::NoRoute).await;
     };
     let mut upstream = loop {
-        let Some(i) = ctx.next_attempt(pool) else {
-            return respond(session, 503, "limpet: no usable backend in pool\n", true).await;
+        let Some(i) = attempt.next_attempt(pool) else {
+            return refuse(shared, Some(snap), pool_index, session, Refusal::NoBackend).await;
         };
         let peer = peer_for(snap, pool, i);
         match connector.new_stream(&peer).await {
@@ -51,19 +52,20 @@ pub(crate) async fn tunnel(
             }
             Err(e) => {
                 tracing::debug!(backend = %pool.backends[i].id, error = %e, "upgrade: connect failed");
-                match ctx.connect_failed(pool) {
+                match attempt.connect_failed(pool) {
                     AfterConnectFailure::Retry => continue,
                     AfterConnectFailure::Strict => {
-                        return respond(
+                        return refuse(
+                            shared,
+                            Some(snap),
+                            pool_index,
                             session,
-                            503,
-                            "limpet: the backend of this session is unavailable\n",
-                            true,
+                            Refusal::SessionBackendDown,
                         )
                         .await
                     }
                     AfterConnectFailure::GiveUp => {
-                        return respond(session, 502, "limpet: no backend reachable\n", false).await
+                        return refuse(shared, Some(snap), pool_index, session, Refusal::ConnectFailed).await
                     }
                 }
             }
@@ -74,16 +76,16 @@ pub(crate) async fn tunnel(
     req.set_version(Version::HTTP_11);
     forwarding_headers(session, &mut req)?;
     if upstream.write_request_header(Box::new(req)).await.is_err() {
-        return respond(session, 502, "limpet: backend closed the connection\n", false).await;
+        return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
     }
     // A body sent with the upgrade request precedes the switch (RFC 9110 §7.8).
     while let Some(chunk) = session.read_request_body().await? {
         if upstream.write_body(&chunk).await.is_err() {
-            return respond(session, 502, "limpet: backend closed the connection\n", false).await;
+            return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
         }
     }
     if upstream.finish_body().await.is_err() {
-        return respond(session, 502, "limpet: backend closed the connection\n", false).await;
+        return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
     }
 
     let mut head = None;
@@ -101,17 +103,10 @@ pub(crate) async fn tunnel(
         }
     }
     let Some(mut head) = head else {
-        return respond(
-            session,
-            502,
-            "limpet: no valid response from the backend\n",
-            false,
-        )
-        .await;
+        return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
     };
-    record(shared, snap, ctx).await;
-    record(shared, snap, ctx).await;
-    decorate_response(snap, ctx, &mut head)?;
+    record(shared, snap, attempt).await;
+    decorate_response(snap, attempt, &mut head)?;
     session.write_response_header(head, false).await?;
 
     if upstream.was_upgraded() {

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use limpet_config::LogFormat;
-use limpet_proxy::{load_file, Admin, Control, HealthService, Limpet, Loaded, Shared, Snapshot, StoreKeeper};
+use limpet_proxy::{
+    load_file, Admin, Drain, HealthService, Limpet, Loaded, Reloader, Shared, Signals, Snapshot, Stopped,
+    StoreKeeper,
+};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
@@ -34,7 +37,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    ignore_sighup();
+    ignore_control_signals();
     let cli = Cli::parse();
     let loaded = match load_file(&cli.config) {
         Ok(l) => l,
@@ -58,7 +61,10 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     match run(cli, loaded) {
-        Ok(never) => match never {},
+        Ok(stopped) => {
+            tracing::info!(?stopped, "limpet stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("limpet: {e:#}");
@@ -67,13 +73,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGHUP's default action kills the process; until the control service installs its
-/// handler (after Pingora starts), a reload signal must be harmless.
+/// SIGHUP's, SIGUSR1's and SIGUSR2's default action kills the process; until limpet's
+/// own handlers are installed (once Pingora runs), these signals must be harmless.
 #[allow(unsafe_code)]
-fn ignore_sighup() {
-    // SAFETY: installing SIG_IGN has no preconditions and runs before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+fn ignore_control_signals() {
+    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: installing SIG_IGN has no preconditions and runs before any thread exists.
+        unsafe {
+            libc::signal(sig, libc::SIG_IGN);
+        }
     }
 }
 
@@ -93,9 +101,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-enum Never {}
-
-fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
+/// Runs the server until it stops: returns when a graceful stop has drained every
+/// request, or when Pingora's own run ends.
+fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
     let config = loaded.config.clone();
     let server_cfg = &config.server;
     let conf = ServerConf {
@@ -122,19 +130,10 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
     let snapshot = Snapshot::build(loaded, 1, &metrics, None);
     metrics.config_generation.set(1);
     metrics.count_reload(true);
-    metrics.last_reload_success.set(
-        snapshot
-            .loaded_at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
-    );
-    let shared = Arc::new(Shared {
-        current: arc_swap::ArcSwap::from_pointee(snapshot),
-        metrics,
-        last_reload_error: arc_swap::ArcSwapOption::empty(),
-        active: Default::default(),
-        store,
-    });
+    metrics
+        .last_reload_success
+        .set(limpet_proxy::clock::unix_secs_f64(snapshot.loaded_at));
+    let shared = Arc::new(Shared::new(snapshot, metrics, store));
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -152,18 +151,32 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Never> {
     admin.threads = Some(1);
     let keeper = background_service("limpet sessions", StoreKeeper::new(shared.clone()));
     let health = background_service("limpet health", HealthService::new(shared.clone()));
-    let control = background_service("limpet control", Control::new(shared, cli.config.clone()));
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
+    let drain = background_service("limpet drain", Drain::new(shared.clone(), stopped_tx.clone()));
+    let control = background_service("limpet control", Reloader::new(shared, cli.config.clone()));
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(control);
     server.add_service(keeper);
     server.add_service(health);
+    server.add_service(drain);
     tracing::info!(
         listeners = ?config.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
         admin = %config.admin.address,
         config = %cli.config.display(),
         "limpet starting"
     );
-    server.run_forever()
+    // The server runs on its own thread so that `main` decides when the process ends:
+    // as soon as a graceful stop has drained, or when Pingora's run returns.
+    std::thread::Builder::new()
+        .name("limpet-server".into())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(Signals),
+            });
+            let _ = stopped_tx.send(Stopped::ServerDone);
+        })
+        .context("starting the server thread")?;
+    stopped.recv().context("the server thread ended without a word")
 }

@@ -3,20 +3,21 @@
 //! swaps it in with one store. Signals arriving during a reload coalesce into one more.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use limpet_config::{Config, ConfigError, ConfigErrors};
+use limpet_config::ConfigErrors;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::clock::unix_secs_f64;
 use crate::load::load_file;
-use crate::snapshot::{Shared, Snapshot};
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 
-pub struct Control {
+pub struct Reloader {
     shared: Arc<Shared>,
     path: PathBuf,
     /// Snapshots replaced by a reload, kept until no request holds them any more so
@@ -24,7 +25,7 @@ pub struct Control {
     retired: std::sync::Mutex<Vec<Arc<Snapshot>>>,
 }
 
-impl Control {
+impl Reloader {
     pub fn new(shared: Arc<Shared>, path: PathBuf) -> Self {
         Self {
             shared,
@@ -73,10 +74,8 @@ impl Control {
             Ok(generation) => {
                 m.count_reload(true);
                 m.config_generation.set(generation as i64);
-                let now = std::time::SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
-                m.last_reload_success.set(now);
+                m.last_reload_success
+                    .set(unix_secs_f64(std::time::SystemTime::now()));
                 self.shared.last_reload_error.store(None);
                 tracing::info!(
                     generation,
@@ -98,41 +97,12 @@ impl Control {
     }
 }
 
-impl Control {
-    /// Pingora waits the whole grace period after SIGTERM even when nothing is in
-    /// flight. Listeners are closed by now; exit as soon as every request has finished
-    /// (seen idle twice in a row, so a request between accept and its first hook is not
-    /// cut), or let Pingora's own grace period end it.
-    async fn drain(&self) {
-        let grace = self.shared.current.load().config.server.grace_period;
-        let deadline = tokio::time::Instant::now() + grace;
-        let mut idle_checks = 0;
-        tracing::info!(
-            in_flight = self.shared.active.load(Ordering::Relaxed),
-            ?grace,
-            "stopping: waiting for in-flight requests"
-        );
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if self.shared.active.load(Ordering::Relaxed) == 0 {
-                idle_checks += 1;
-                if idle_checks >= 2 {
-                    tracing::info!("no request in flight, exiting");
-                    std::process::exit(0);
-                }
-            } else {
-                idle_checks = 0;
-            }
-        }
-    }
-}
-
 /// Loads `path` and, if it is valid and changes no restart-only key, builds the next
 /// snapshot and swaps it in. Returns the new generation and the replaced snapshot.
 fn swap_in(shared: &Shared, path: &std::path::Path) -> Result<(u64, Arc<Snapshot>), ConfigErrors> {
     let loaded = load_file(path)?;
     let current = shared.current.load_full();
-    restart_only(&current.config, &loaded.config)?;
+    limpet_config::restart_only(&current.config, &loaded.config)?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -154,35 +124,8 @@ fn lower_priority() {
     }
 }
 
-/// Keys that only a restart (or a SIGQUIT upgrade) can change.
-fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
-    let mut errs = Vec::new();
-    let mut check = |path: &str, same: bool| {
-        if !same {
-            errs.push(
-                ConfigError::new(path, "changed, but it only takes effect on restart")
-                    .hint("restart limpet (or upgrade with SIGQUIT and -u), or revert this change"),
-            );
-        }
-    };
-    check("listeners", old.listeners == new.listeners);
-    check("admin.address", old.admin == new.admin);
-    check("server.threads", old.server.threads == new.server.threads);
-    check(
-        "server.log_format",
-        old.server.log_format == new.server.log_format,
-    );
-    // The table's bound is fixed when the store is made; its sessions outlive reloads.
-    check("session_store", old.session_store == new.session_store);
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(errs))
-    }
-}
-
 #[async_trait]
-impl BackgroundService for Control {
+impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
@@ -196,10 +139,7 @@ impl BackgroundService for Control {
         loop {
             tokio::select! {
                 _ = tick.tick() => self.free_retired(),
-                _ = shutdown.changed() => {
-                    self.drain().await;
-                    return;
-                }
+                _ = shutdown.changed() => return,
                 got = hup.recv() => {
                     if got.is_none() {
                         return;
@@ -209,55 +149,6 @@ impl BackgroundService for Control {
                     let result = self.reload();
                     self.record(result, started.elapsed());
                 }
-            }
-        }
-    }
-}
-
-/// Owns the session store's upkeep: opens its connections (on this service's own
-/// runtime, which lives as long as the process) and every second drops expired entries
-/// and refreshes the per-backend counts. Apart from the reload loop, so that a slow
-/// store never delays a SIGHUP.
-pub struct StoreKeeper {
-    shared: Arc<Shared>,
-}
-
-impl StoreKeeper {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for StoreKeeper {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.shared.store.start().await;
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    let snap = self.shared.current.load_full();
-                    let live = crate::snapshot::table_pools(&snap);
-                    self.shared.store.maintain(&live, now).await;
-                    let clock = crate::health::now_ms();
-                    for pool in &snap.pools {
-                        let Some(rb) = &pool.rebalance else { continue };
-                        let loads: Vec<(u64, u32, bool)> = pool
-                            .backends
-                            .iter()
-                            .map(|b| {
-                                let n = pool.sessions(b, self.shared.store.as_ref(), now).unwrap_or(0);
-                                (n, b.weight, b.takes_new())
-                            })
-                            .collect();
-                        rb.refresh(&loads, clock);
-                    }
-                }
-                _ = shutdown.changed() => return,
             }
         }
     }

@@ -1,0 +1,32 @@
+//! Keys a reload may not change: they are fixed when limpet starts (listening sockets,
+//! threads, the log format, the session store). A reload that changes one is refused
+//! with every such key named, and the running configuration stays.
+
+use crate::{Config, ConfigError, ConfigErrors};
+
+/// Keys that only a restart (or a SIGQUIT upgrade) can change.
+pub fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
+    let mut errs = Vec::new();
+    let mut check = |path: &str, same: bool| {
+        if !same {
+            errs.push(
+                ConfigError::new(path, "changed, but it only takes effect on restart")
+                    .hint("restart limpet (or upgrade with SIGQUIT and -u), or revert this change"),
+            );
+        }
+    };
+    check("listeners", old.listeners == new.listeners);
+    check("admin.address", old.admin == new.admin);
+    check("server.threads", old.server.threads == new.server.threads);
+    check(
+        "server.log_format",
+        old.server.log_format == new.server.log_format,
+    );
+    // The table's bound is fixed when the store is made; its sessions outlive reloads.
+    check("session_store", old.session_store == new.session_store);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}

@@ -1,0 +1,139 @@
+//! Which backend a request goes to, attempt after attempt: the pinned backend while it
+//! has not failed in this request, then new picks among backends not tried yet, each
+//! holding an in-flight slot while it is the current one. Both request drivers (the
+//! proxy hooks and the upgrade tunnel) use this and nothing else to choose.
+
+use std::time::Instant;
+
+use limpet_affinity::Outcome;
+use limpet_config::OnBackendDown;
+use limpet_metrics::InFlight;
+use pingora_core::upstreams::peer::HttpPeer;
+
+use crate::clock::now_ms;
+use crate::persist::{Eval, Resolution};
+use crate::snapshot::{PoolRt, Snapshot};
+
+/// The backend choices of one request.
+#[derive(Default)]
+pub struct Attempt {
+    /// Index of the routed pool in the snapshot.
+    pub pool: Option<usize>,
+    /// The deciding persistence method's outcome.
+    pub outcome: Option<Outcome>,
+    /// Backend named by a valid session, if any.
+    pub pinned: Option<usize>,
+    /// Backend of the first attempt.
+    pub first: Option<usize>,
+    /// Backend of the current attempt.
+    pub chosen: Option<usize>,
+    /// Backends already attempted and failed in this request.
+    pub tried: Vec<usize>,
+    connect_failures: u32,
+    /// When the first backend was chosen.
+    pub started: Option<Instant>,
+    in_flight: Option<InFlight>,
+    /// What each consulted persistence method found.
+    pub evals: Vec<Eval>,
+    /// The request's consistent-hash key, when the pool hashes and the request has one.
+    pub hash_key: Option<u64>,
+    /// Rebalancing moves this session: new picks prefer under-loaded backends.
+    pub rebalanced: bool,
+}
+
+/// What a request does after a connect failure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterConnectFailure {
+    /// Try another backend.
+    Retry,
+    /// The pinned backend of a strict pool is unreachable: 503, no re-pin.
+    Strict,
+    /// Retries or backends are exhausted: the error stands.
+    GiveUp,
+}
+
+impl Attempt {
+    pub fn pool<'a>(&self, snap: &'a Snapshot) -> Option<&'a PoolRt> {
+        snap.pools.get(self.pool?)
+    }
+
+    /// Takes the persistence chain's verdict.
+    pub fn resolved(&mut self, r: Resolution) {
+        self.pinned = r.pinned;
+        self.rebalanced = r.rebalanced;
+        self.outcome = r.evals.last().map(|e| e.outcome);
+        self.evals = r.evals;
+    }
+
+    /// The session moved off the backend it was pinned to (failover).
+    pub fn moved(&self) -> bool {
+        self.pinned.is_some() && self.chosen != self.pinned
+    }
+
+    /// Failover moved the request off the backend it started on.
+    pub fn repinned(&self) -> bool {
+        self.chosen.is_some() && self.chosen != self.first
+    }
+
+    /// Backends attempted so far, the current one included.
+    pub fn attempts(&self) -> usize {
+        self.tried.len() + usize::from(self.chosen.is_some())
+    }
+
+    /// Releases the current attempt's in-flight slot (the response is over).
+    pub fn release(&mut self) {
+        self.in_flight = None;
+    }
+
+    /// Chooses the backend of the next attempt: the pinned one unless it was tried
+    /// already, else a new pick among backends not tried yet. Takes its in-flight slot.
+    pub fn next_attempt(&mut self, pool: &PoolRt) -> Option<usize> {
+        if let Some(prev) = self.chosen.take() {
+            if !self.tried.contains(&prev) {
+                self.tried.push(prev);
+            }
+        }
+        let pick = match self.pinned {
+            Some(p) if !self.tried.contains(&p) => Some(p),
+            _ => pool.pick_new(&self.tried, self.hash_key, self.rebalanced, now_ms()),
+        }?;
+        self.chosen = Some(pick);
+        self.first.get_or_insert(pick);
+        // Replacing the guard releases the previous attempt's slot.
+        self.in_flight = Some(pool.backends[pick].metrics.in_flight_slot());
+        self.started.get_or_insert_with(Instant::now);
+        Some(pick)
+    }
+
+    /// Records a failed connect to the current attempt's backend and says what follows.
+    pub fn connect_failed(&mut self, pool: &PoolRt) -> AfterConnectFailure {
+        self.connect_failures += 1;
+        let Some(failed) = self.chosen else {
+            return AfterConnectFailure::GiveUp;
+        };
+        pool.backends[failed].metrics.connect_errors.inc();
+        pool.passive_failure(failed, "connect failed", now_ms());
+        // A strict pool never moves a pinned session elsewhere.
+        if pool.on_backend_down == OnBackendDown::Strict && self.pinned == Some(failed) {
+            return AfterConnectFailure::Strict;
+        }
+        let now = now_ms();
+        let others_left = (0..pool.backends.len())
+            .any(|i| i != failed && !self.tried.contains(&i) && pool.takes_new(i, now));
+        // Bounded twice: by the pool's `retries` and by the backends left untried.
+        if self.connect_failures <= pool.retries && others_left {
+            AfterConnectFailure::Retry
+        } else {
+            AfterConnectFailure::GiveUp
+        }
+    }
+}
+
+/// The upstream peer for backend `i`, with the configured timeouts.
+pub fn peer_for(snap: &Snapshot, pool: &PoolRt, i: usize) -> HttpPeer {
+    let mut peer = HttpPeer::new(pool.backends[i].address, false, String::new());
+    let server = &snap.config.server;
+    peer.options.connection_timeout = Some(server.upstream_connect_timeout);
+    peer.options.read_timeout = Some(server.upstream_read_timeout);
+    peer
+}

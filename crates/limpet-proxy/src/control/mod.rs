@@ -1,0 +1,11 @@
+//! The process's control jobs, one module each: `reload` (SIGHUP → new snapshot),
+//! `stop` (which signals stop limpet, and the drain that hands control back to `main`),
+//! `keeper` (the session store's upkeep and rebalancing loads).
+
+mod keeper;
+mod reload;
+mod stop;
+
+pub use keeper::StoreKeeper;
+pub use reload::Reloader;
+pub use stop::{Drain, Signals, Stopped};

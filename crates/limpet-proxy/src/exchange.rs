@@ -1,0 +1,269 @@
+//! What limpet adds to and says in an exchange, shared by both request drivers (the
+//! proxy hooks and the upgrade tunnel): forwarding headers on the way up, the session
+//! record and the affinity cookie on the way down, and every response limpet makes
+//! itself: one [`Refusal`] per reason, written by one function ([`refuse`]), counted in
+//! `limpet_responses_total`.
+
+use bytes::Bytes;
+use limpet_affinity::private_cache_control;
+use limpet_metrics::{ResponseCounters, ResponseKind};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+use crate::attempt::Attempt;
+use crate::clock::unix_now;
+use crate::persist;
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
+
+/// Why limpet answers a request itself instead of a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No route matches the host and path (404).
+    NoRoute,
+    /// The request head is larger than limpet accepts (431).
+    HeaderTooLarge,
+    /// The client sent something limpet cannot proxy (400).
+    BadRequest,
+    /// The pool has no backend able to take the request (503).
+    NoBackend,
+    /// A strict pool's pinned backend is down or unreachable (503).
+    SessionBackendDown,
+    /// No backend could be connected to (502).
+    ConnectFailed,
+    /// The backend did not answer within `upstream_read_timeout` (504).
+    UpstreamTimeout,
+    /// The backend closed, reset or answered something that is not HTTP (502).
+    UpstreamError,
+    /// A fault of limpet itself (500).
+    Internal,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 9] = [
+        Refusal::NoRoute,
+        Refusal::HeaderTooLarge,
+        Refusal::BadRequest,
+        Refusal::NoBackend,
+        Refusal::SessionBackendDown,
+        Refusal::ConnectFailed,
+        Refusal::UpstreamTimeout,
+        Refusal::UpstreamError,
+        Refusal::Internal,
+    ];
+
+    /// Refusals that happen before a request has a pool: counted under `pool=""`.
+    const UNROUTED: [Refusal; 4] = [
+        Refusal::NoRoute,
+        Refusal::HeaderTooLarge,
+        Refusal::BadRequest,
+        Refusal::Internal,
+    ];
+
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::NoRoute => 404,
+            Refusal::HeaderTooLarge => 431,
+            Refusal::BadRequest => 400,
+            Refusal::NoBackend | Refusal::SessionBackendDown => 503,
+            Refusal::ConnectFailed | Refusal::UpstreamError => 502,
+            Refusal::UpstreamTimeout => 504,
+            Refusal::Internal => 500,
+        }
+    }
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoRoute => "no_route",
+            Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::BadRequest => "bad_request",
+            Refusal::NoBackend => "no_backend",
+            Refusal::SessionBackendDown => "session_backend_down",
+            Refusal::ConnectFailed => "connect_failed",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::UpstreamError => "upstream_error",
+            Refusal::Internal => "internal",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Refusal::NoRoute => "limpet: no route for this host and path\n",
+            Refusal::HeaderTooLarge => "limpet: request headers too large\n",
+            Refusal::BadRequest => "limpet: bad request\n",
+            Refusal::NoBackend => "limpet: no backend is available for this request; retry shortly\n",
+            Refusal::SessionBackendDown => {
+                "limpet: the backend of this session is unavailable; retry shortly\n"
+            }
+            Refusal::ConnectFailed => "limpet: no backend could be reached\n",
+            Refusal::UpstreamTimeout => "limpet: the backend did not answer in time\n",
+            Refusal::UpstreamError => "limpet: the backend failed to answer\n",
+            Refusal::Internal => "limpet: internal error\n",
+        }
+    }
+
+    /// A 503 is temporary by design (a backend is coming back, or a strict session's
+    /// backend is): say when to try again.
+    fn retry_after(self) -> bool {
+        self.status() == 503
+    }
+
+    /// The refusal an error stands for when proxying failed; `None` when the client is
+    /// gone and there is nobody to answer.
+    pub fn for_error(e: &Error) -> Option<Refusal> {
+        use ErrorType::*;
+        Some(match (e.esource(), e.etype()) {
+            (_, HTTPStatus(404)) => Refusal::NoRoute,
+            (_, HTTPStatus(503)) => Refusal::NoBackend,
+            (_, HTTPStatus(400)) => Refusal::BadRequest,
+            (_, HTTPStatus(_)) => Refusal::Internal,
+            (ErrorSource::Upstream, ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError) => {
+                Refusal::ConnectFailed
+            }
+            (ErrorSource::Upstream, TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert) => {
+                Refusal::ConnectFailed
+            }
+            (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => Refusal::UpstreamTimeout,
+            (ErrorSource::Upstream, _) => Refusal::UpstreamError,
+            (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => return None,
+            (ErrorSource::Downstream, _) => Refusal::BadRequest,
+            (ErrorSource::Internal | ErrorSource::Unset, _) => Refusal::Internal,
+        })
+    }
+
+    fn kind(self) -> ResponseKind {
+        (self.status(), self.as_str())
+    }
+
+    /// The kinds counted per pool, in [`Refusal::ALL`] order.
+    pub fn pool_kinds() -> Vec<ResponseKind> {
+        Refusal::ALL.map(Refusal::kind).to_vec()
+    }
+
+    /// The kinds counted under `pool=""`, in [`Refusal::ALL`] order.
+    pub fn unrouted_kinds() -> Vec<ResponseKind> {
+        Refusal::UNROUTED.map(Refusal::kind).to_vec()
+    }
+
+    /// Counts this refusal in `counters` (built from [`Refusal::pool_kinds`] or
+    /// [`Refusal::unrouted_kinds`]).
+    fn count(self, counters: &ResponseCounters, routed: bool) {
+        let list: &[Refusal] = if routed { &Refusal::ALL } else { &Refusal::UNROUTED };
+        if let Some(i) = list.iter().position(|r| *r == self) {
+            counters.count(i);
+        }
+    }
+}
+
+/// Writes limpet's own response for `refusal` (unless a response has begun already)
+/// and counts it under the request's pool. Returns `Ok(true)`: the response is done.
+pub async fn refuse(
+    shared: &Shared,
+    snap: Option<&Snapshot>,
+    pool: Option<usize>,
+    session: &mut Session,
+    refusal: Refusal,
+) -> Result<bool> {
+    if session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational())
+    {
+        return Ok(true);
+    }
+    match snap.zip(pool).and_then(|(s, p)| s.pools.get(p)) {
+        Some(pool) => refusal.count(&pool.responses, true),
+        None => refusal.count(&shared.unrouted, false),
+    }
+    let body = refusal.body();
+    let mut h = ResponseHeader::build(refusal.status(), Some(4))?;
+    h.insert_header("content-type", "text/plain; charset=utf-8")?;
+    h.insert_header("content-length", body.len())?;
+    h.insert_header("cache-control", "no-store")?;
+    if refusal.retry_after() {
+        h.insert_header("retry-after", "1")?;
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await?;
+    Ok(true)
+}
+
+/// Adds the forwarding headers every request carries upstream.
+pub fn forwarding_headers(session: &Session, upstream: &mut RequestHeader) -> Result<()> {
+    // Append the TCP peer, as every proxy hop does; backends read the chain right to
+    // left, and `server.trusted_proxies` decides how far limpet itself believes it.
+    if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        // Several X-Forwarded-For lines form one list (RFC 9110 §5.3); bytes that are
+        // not visible ASCII cannot be forwarded faithfully and are dropped.
+        let mut xff = String::new();
+        for v in upstream.headers.get_all("x-forwarded-for") {
+            if let Ok(v) = v.to_str() {
+                if !v.trim().is_empty() {
+                    xff.push_str(v.trim());
+                    xff.push_str(", ");
+                }
+            }
+        }
+        xff.push_str(&peer.to_string());
+        upstream.insert_header("x-forwarded-for", xff)?;
+    }
+    upstream.insert_header("x-forwarded-proto", "http")?;
+    Ok(())
+}
+
+/// Records the serving backend in the session tables the request consulted. Called
+/// once per request, when the backend's response head arrives.
+pub async fn record(shared: &Shared, snap: &Snapshot, attempt: &Attempt) {
+    let (Some(pool), Some(i)) = (attempt.pool(snap), attempt.chosen) else {
+        return;
+    };
+    let now = unix_now();
+    persist::record_tables(
+        shared.store.as_ref(),
+        pool,
+        &attempt.evals,
+        i,
+        attempt.moved(),
+        now,
+    )
+    .await;
+}
+
+/// Adds what limpet says in a backend's response: the affinity cookie when the request
+/// starts or moves a session, and the debug header.
+pub fn decorate_response(snap: &Snapshot, attempt: &Attempt, resp: &mut ResponseHeader) -> Result<()> {
+    let (Some(pool), Some(i)) = (attempt.pool(snap), attempt.chosen) else {
+        return Ok(());
+    };
+    let backend = &pool.backends[i];
+    if let Some(keys) = &snap.keyring {
+        let cookies = persist::set_cookies(
+            keys,
+            pool,
+            &attempt.evals,
+            i,
+            attempt.moved(),
+            &resp.headers,
+            unix_now(),
+        );
+        for c in &cookies {
+            resp.append_header("set-cookie", c)?;
+        }
+        if !cookies.is_empty() {
+            let existing = resp
+                .headers
+                .get(http::header::CACHE_CONTROL)
+                .map(|v| v.as_bytes());
+            if let Some(cc) = private_cache_control(existing) {
+                resp.insert_header("cache-control", cc)?;
+            }
+        }
+    }
+    if snap.config.server.debug_headers {
+        resp.insert_header("x-limpet-backend", backend.id.as_str())?;
+    }
+    Ok(())
+}

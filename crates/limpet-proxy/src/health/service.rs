@@ -1,0 +1,82 @@
+//! The service that runs every pool's active checks and publishes health transitions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use tokio::task::JoinSet;
+
+use super::probe::probe;
+use crate::clock::now_ms;
+use crate::shared::Shared;
+
+/// Runs every pool's active checks on the current snapshot, and publishes health
+/// transitions (logs, `limpet_backend_up`) and slow-start weights, ten times a second.
+pub struct HealthService {
+    shared: Arc<Shared>,
+}
+
+impl HealthService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn publish(&self, now: u64) {
+        let snap = self.shared.current.load();
+        for pool in &snap.pools {
+            for b in &pool.backends {
+                if let Some(up) = b.health.report(now) {
+                    b.metrics.up.set(i64::from(up));
+                    if up {
+                        tracing::warn!(pool = %pool.id, backend = %b.id, "backend is up again: it takes new sessions (ramping up with slow start), its old sessions stay where they moved");
+                    } else {
+                        tracing::warn!(pool = %pool.id, backend = %b.id, "backend is down: its sessions move to other backends (or get 503 in a strict pool)");
+                    }
+                }
+                if pool.slow_start.is_some() {
+                    let ramp = b.health.ramp(pool.slow_start, now);
+                    b.metrics.weight.set(f64::from(b.weight) * ramp);
+                }
+            }
+            pool.note_all_down(now);
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probes: JoinSet<()> = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    let snap = self.shared.current.load_full();
+                    for pool in &snap.pools {
+                        let Some(hc) = &pool.health_check else { continue };
+                        for b in &pool.backends {
+                            if !b.health.check_due(now) {
+                                continue;
+                            }
+                            let (health, metrics, addr, hc) =
+                                (b.health.clone(), b.metrics.clone(), b.address, hc.clone());
+                            probes.spawn(async move {
+                                let ok = probe(addr, &hc).await;
+                                metrics.count_check(ok);
+                                health.record_check(ok, &hc);
+                                health.check_done(hc.interval, now_ms());
+                            });
+                        }
+                    }
+                    while probes.try_join_next().is_some() {}
+                    self.publish(now);
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
