@@ -4,10 +4,12 @@
 
 mod hash;
 mod least;
+mod picker;
 mod random;
 mod round_robin;
 
 pub use hash::{hash_bytes, Bound, HashRing, PROBES};
 pub use least::pick_least_requests;
+pub use picker::{Live, Picker, Policy};
 pub use random::pick_weighted_random;
 pub use round_robin::RoundRobin;

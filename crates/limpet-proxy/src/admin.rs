@@ -93,9 +93,14 @@ impl Admin {
                             id: b.id.as_str(),
                             address: b.address.to_string(),
                             state: b.state.as_str(),
-                            health: if b.health.usable(now_ms()) { "up" } else { "down" },
+                            health: if b.live.health.usable(now_ms()) {
+                                "up"
+                            } else {
+                                "down"
+                            },
                             weight: b.weight,
-                            effective_weight: f64::from(b.weight) * b.health.ramp(p.slow_start, now_ms()),
+                            effective_weight: f64::from(b.weight)
+                                * b.live.health.ramp(p.slow_start, now_ms()),
                             in_flight: b.metrics.in_flight.get(),
                             sessions: p.sessions(b, self.shared.store.as_ref(), now_unix),
                         })

@@ -9,6 +9,7 @@ mod control;
 mod exchange;
 mod health;
 mod keys;
+mod live;
 mod load;
 mod persist;
 mod proxy;

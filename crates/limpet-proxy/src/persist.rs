@@ -187,7 +187,7 @@ pub async fn resolve(
                 });
                 let (outcome, hit, lease) = match lookup {
                     CookieLookup::Hit(i, lease) => {
-                        if let Some(sketch) = &pool.backends[i].cookie_sessions {
+                        if let Some(sketch) = &pool.backends[i].live.sessions {
                             let life = u64::from(lease.ttl).min(cookie.max_ttl.as_secs());
                             sketch.record(lease.session, lease.issued_at + life, now);
                         }
@@ -246,7 +246,7 @@ pub async fn resolve(
         // Rebalancing: an old enough session on an over-loaded backend moves, within
         // the pool's allowance, to an under-loaded one (the balance picks it).
         let (mut outcome, mut hit) = (outcome, hit);
-        if let (Some(i), Some(rb), Some(born)) = (hit, &pool.rebalance, born) {
+        if let (Some(i), Some(rb), Some(born)) = (hit, &pool.live.rebalance, born) {
             if outcome == Outcome::Hit
                 && now.saturating_sub(born) >= rb.cfg.min_age.as_secs()
                 && rb.take_move(i)
@@ -381,7 +381,7 @@ pub fn set_cookies(
 
 /// Counts a session issued for backend `backend` in its cookie-session sketch.
 fn counted(pool: &PoolRt, backend: usize, session: u64, expires: u64, now: u64) {
-    if let Some(sketch) = &pool.backends[backend].cookie_sessions {
+    if let Some(sketch) = &pool.backends[backend].live.sessions {
         sketch.record(session, expires, now);
     }
 }

@@ -121,7 +121,7 @@ impl ProxyHttp for Limpet {
             client: ctx.client,
             hash_key: None,
         };
-        if pool.ring.is_some() {
+        if pool.hashes() {
             view.hash_key = persist::hash_key(&pool.hash.key, &view);
             ctx.attempt.hash_key = view.hash_key;
         }

@@ -1,25 +1,24 @@
-//! The immutable runtime view of one configuration generation. A request pins one
-//! `Arc<Snapshot>` for its whole life; a reload builds a new one and swaps it in with a
-//! single store. Per-backend handles (metrics, in-flight) are resolved here, not per request.
+//! The immutable runtime view of one configuration generation: only what the YAML
+//! says, and handles to what lives beside it (metrics, [`crate::live`] state) resolved
+//! once here rather than per request. A request pins one `Arc<Snapshot>` for its whole
+//! life; a reload builds a new one and swaps it in with a single store.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use limpet_affinity::{Keyring, Outcome};
-use limpet_balance::{Bound, HashRing, RoundRobin};
+use limpet_balance::{HashRing, Live, Picker, Policy};
 use limpet_config::{
     Backend, BackendId, BackendState, Balance, Config, HashConfig, HealthCheck, HostMatch, OnBackendDown,
-    PassiveHealth, Persistence, PoolId, Rebalance,
+    PassiveHealth, Persistence, PoolId,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics, ResponseCounters};
-use limpet_sessions::{SessionSketch, SessionStore};
+use limpet_sessions::SessionStore;
 
-use crate::clock::now_ms;
 use crate::exchange::Refusal;
-use crate::health::Health;
+use crate::live::{BackendLive, Joined, PoolLive};
 use crate::load::Loaded;
 
 pub struct Snapshot {
@@ -40,8 +39,8 @@ pub struct RouteRt {
 pub struct PoolRt {
     pub id: PoolId,
     pub balance: Balance,
-    pub round_robin: RoundRobin,
-    pub weights: Vec<u32>,
+    /// Chooses backends for new sessions, from the configured weights.
+    pub picker: Picker,
     pub backends: Vec<BackendRt>,
     by_id: HashMap<Box<[u8]>, usize>,
     /// Every persistence method, in the configured order.
@@ -53,87 +52,16 @@ pub struct PoolRt {
     /// Does any method keep sessions in the store?
     pub uses_tables: bool,
     pub hash: HashConfig,
-    /// Built when the pool hashes (balance `consistent_hash` or method `hash`).
-    pub ring: Option<HashRing>,
     pub on_backend_down: OnBackendDown,
     pub retries: u32,
     pub decisions: DecisionMetrics,
     pub slow_start: Option<std::time::Duration>,
     pub health_check: Option<HealthCheck>,
     pub passive_health: Option<PassiveHealth>,
-    /// Whether the pool was last seen with no backend able to take a request: the
-    /// 503s it answers then are logged once per transition.
-    all_down: AtomicBool,
-    pub rebalance: Option<RebalanceRt>,
+    /// All-down state and rebalancing progress, kept across reloads by pool id.
+    pub live: Arc<PoolLive>,
     /// limpet's own responses for this pool, by [`Refusal`].
     pub responses: ResponseCounters,
-}
-
-/// Rebalancing of a pool: which backends hold more than their share of sessions, and
-/// how many sessions may still move in the current minute. Refreshed every second by
-/// the store keeper; rebuilt (and so paused for a second) by a reload.
-pub struct RebalanceRt {
-    pub cfg: Rebalance,
-    /// Backends taking new sessions that hold over a tenth more than their share.
-    over: Vec<AtomicBool>,
-    /// Backends taking new sessions that hold less than their share: where moved
-    /// sessions go.
-    under: Vec<AtomicBool>,
-    /// Moves left in the current one-minute window.
-    allowance: AtomicU64,
-    /// Start of that window (health clock); 0 before the first refresh.
-    window_start: AtomicU64,
-}
-
-impl RebalanceRt {
-    fn new(cfg: Rebalance, backends: usize) -> Self {
-        Self {
-            cfg,
-            over: (0..backends).map(|_| AtomicBool::new(false)).collect(),
-            under: (0..backends).map(|_| AtomicBool::new(false)).collect(),
-            allowance: AtomicU64::new(0),
-            window_start: AtomicU64::new(0),
-        }
-    }
-
-    /// Takes one move away from backend `from`, if it is over-loaded, some backend is
-    /// under-loaded, and the minute's allowance is not used up.
-    pub fn take_move(&self, from: usize) -> bool {
-        self.over[from].load(Ordering::Relaxed)
-            && self.under.iter().any(|u| u.load(Ordering::Relaxed))
-            && self
-                .allowance
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-    }
-
-    pub fn is_under(&self, i: usize) -> bool {
-        self.under[i].load(Ordering::Relaxed)
-    }
-
-    /// New loads: (live sessions, weight, takes new sessions) per backend.
-    pub fn refresh(&self, loads: &[(u64, u32, bool)], now: u64) {
-        let total: u64 = loads.iter().map(|l| l.0).sum();
-        let weights: u64 = loads.iter().filter(|l| l.2).map(|l| u64::from(l.1)).sum();
-        for (i, (load, weight, takes)) in loads.iter().enumerate() {
-            let fair = if weights == 0 {
-                0.0
-            } else {
-                total as f64 * f64::from(*weight) / weights as f64
-            };
-            let load = *load as f64;
-            // Draining and disabled backends are never over-loaded: draining keeps
-            // its sessions, disabled loses them anyway.
-            self.over[i].store(*takes && load > fair * 1.1 + 1.0, Ordering::Relaxed);
-            self.under[i].store(*takes && load < fair, Ordering::Relaxed);
-        }
-        let start = self.window_start.load(Ordering::Relaxed);
-        if start == 0 || now.saturating_sub(start) >= 60_000 {
-            self.window_start.store(now.max(1), Ordering::Relaxed);
-            let allowed = (total as f64 * self.cfg.max_share_per_minute).floor() as u64;
-            self.allowance.store(allowed, Ordering::Relaxed);
-        }
-    }
 }
 
 pub struct BackendRt {
@@ -142,11 +70,8 @@ pub struct BackendRt {
     pub weight: u32,
     pub state: BackendState,
     pub metrics: BackendMetrics,
-    /// Kept across reloads by id.
-    pub health: Arc<Health>,
-    /// Cookie sessions seen, for `limpet_backend_sessions` (pools with a cookie method);
-    /// kept across reloads by id while the pool's longest cookie lifetime is unchanged.
-    pub cookie_sessions: Option<Arc<SessionSketch>>,
+    /// Health and session sketch, kept across reloads by id.
+    pub live: BackendLive,
 }
 
 /// Every persistence method name, as used in the `method` label.
@@ -163,13 +88,13 @@ fn states() -> [&'static str; 3] {
 impl BackendRt {
     /// May this backend serve a session already pinned to it?
     pub fn keeps_sessions(&self, now: u64) -> bool {
-        self.state != BackendState::Disabled && self.health.usable(now)
+        self.state != BackendState::Disabled && self.live.health.usable(now)
     }
 
     /// May this backend receive a new session? Configuration says whether it may at
     /// all; health says whether it may now.
     pub fn takes_new(&self, now: u64) -> bool {
-        self.state == BackendState::Active && self.weight > 0 && self.health.usable(now)
+        self.state == BackendState::Active && self.weight > 0 && self.live.health.usable(now)
     }
 }
 
@@ -178,7 +103,7 @@ impl PoolRt {
     /// sessions; None for a pool without persistence that keeps sessions.
     pub fn sessions(&self, b: &BackendRt, store: &dyn SessionStore, now: u64) -> Option<u64> {
         let tables = self.uses_tables.then(|| store.sessions(&self.id, &b.id));
-        let cookies = b.cookie_sessions.as_ref().map(|s| s.estimate(now));
+        let cookies = b.live.sessions.as_ref().map(|s| s.estimate(now));
         match (tables, cookies) {
             (None, None) => None,
             (t, c) => Some(t.unwrap_or(0) + c.unwrap_or(0)),
@@ -187,7 +112,7 @@ impl PoolRt {
 
     /// Records that the pool has no backend for a request (a 503); logs the first.
     pub fn mark_all_down(&self) {
-        if !self.all_down.swap(true, Ordering::Relaxed) {
+        if self.live.mark_all_down() {
             tracing::error!(pool = %self.id, "no backend of this pool can take requests: answering 503 with Retry-After until one can");
         }
     }
@@ -198,7 +123,7 @@ impl PoolRt {
             return;
         };
         let b = &self.backends[i];
-        if b.health.record_failure(passive, now) {
+        if b.live.health.record_failure(passive, now) {
             tracing::warn!(
                 pool = %self.id, backend = %b.id, failure = what, max_fails = passive.max_fails,
                 cooldown = ?passive.cooldown, "passive health check: backend taken out of rotation"
@@ -215,43 +140,17 @@ impl PoolRt {
         rebalanced: bool,
         now: u64,
     ) -> Option<usize> {
-        let may_take = |i: usize| self.takes_new(i, now) && !tried.contains(&i);
-        if let (true, Some(rb)) = (rebalanced, &self.rebalance) {
-            if let Some(i) = self.round_robin.pick(|i| may_take(i) && rb.is_under(i)) {
-                return Some(i);
-            }
-        }
-        // Slow start: a backend ramping up takes part in this pick with a probability
-        // equal to its ramp, so its share of new sessions grows linearly from 0 to its
-        // weight. When every candidate is held back, the ramp is ignored rather than
-        // refuse.
-        let mut held: Vec<usize> = Vec::new();
-        if self.slow_start.is_some() {
-            held.extend((0..self.backends.len()).filter(|&i| {
-                let ramp = self.backends[i].health.ramp(self.slow_start, now);
-                ramp < 1.0 && rand::random::<f64>() >= ramp
-            }));
-            if (0..self.backends.len()).all(|i| held.contains(&i) || !may_take(i)) {
-                held.clear();
-            }
-        }
-        let eligible = |i: usize| may_take(i) && !held.contains(&i);
-        match self.balance {
-            Balance::ConsistentHash => match hash_key {
-                Some(key) => self.hash_pick(key, eligible),
-                // No key in this request: spread it like round robin does.
-                None => self.round_robin.pick(eligible),
-            },
-            Balance::RoundRobin => self.round_robin.pick(eligible),
-            Balance::Random => limpet_balance::pick_weighted_random(&self.weights, eligible, rand::random()),
-            Balance::LeastRequests => limpet_balance::pick_least_requests(
-                &self.weights,
-                |i| self.in_flight(i),
-                eligible,
-                rand::random(),
-                rand::random(),
-            ),
-        }
+        let eligible = |i: usize| self.takes_new(i, now) && !tried.contains(&i);
+        let ramp = |i: usize| self.backends[i].live.health.ramp(self.slow_start, now);
+        let in_flight = |i: usize| self.in_flight(i);
+        let under = |i: usize| self.live.rebalance.as_ref().is_some_and(|rb| rb.is_under(i));
+        let live = Live {
+            eligible: &eligible,
+            ramp: &ramp,
+            in_flight: &in_flight,
+            prefer: rebalanced.then_some(&under as &dyn Fn(usize) -> bool),
+        };
+        self.picker.pick(&live, hash_key, &mut || rand::random())
     }
 
     /// May backend `i` receive a new session now?
@@ -261,9 +160,9 @@ impl PoolRt {
 
     /// Clears the all-down state once a backend can take requests again; logs it.
     pub fn note_all_down(&self, now: u64) {
-        if self.all_down.load(Ordering::Relaxed)
-            && self.backends.iter().any(|b| b.takes_new(now))
-            && self.all_down.swap(false, Ordering::Relaxed)
+        if self
+            .live
+            .clear_all_down(self.backends.iter().any(|b| b.takes_new(now)))
         {
             tracing::warn!(pool = %self.id, "pool has a usable backend again");
         }
@@ -281,23 +180,28 @@ impl PoolRt {
     /// Consistent-hash placement of `key` among `eligible` backends, within the pool's
     /// load bound if it has one. `None` when the pool does not hash.
     pub fn hash_pick(&self, key: u64, eligible: impl Fn(usize) -> bool) -> Option<usize> {
-        let load = |i: usize| self.in_flight(i);
-        let bound = self
-            .hash
-            .balance_factor
-            .map(|factor| Bound { factor, load: &load });
-        self.ring.as_ref()?.pick(key, eligible, bound)
-    }
-
-    /// (id, weight) of every backend, in order: what the ring is built from.
-    fn ring_ids(&self) -> Vec<(&str, u32)> {
-        self.backends.iter().map(|b| (b.id.as_str(), b.weight)).collect()
+        self.picker.hash_pick(key, eligible, &|i| self.in_flight(i))
     }
 
     /// The backend that owns `key` on the ring, whatever its state and load: where
     /// the key's session lives while that backend can keep it.
     pub fn hash_owner(&self, key: u64) -> Option<usize> {
-        self.ring.as_ref()?.pick(key, |_| true, None)
+        self.picker.hash_owner(key)
+    }
+
+    /// Does this pool hash (balance `consistent_hash` or a `hash` method)?
+    pub fn hashes(&self) -> bool {
+        self.picker.ring().is_some()
+    }
+}
+
+/// The balancing policy of a configured balance.
+fn policy(b: Balance) -> Policy {
+    match b {
+        Balance::RoundRobin => Policy::RoundRobin,
+        Balance::Random => Policy::Random,
+        Balance::LeastRequests => Policy::LeastRequests,
+        Balance::ConsistentHash => Policy::ConsistentHash,
     }
 }
 
@@ -324,9 +228,16 @@ fn backend_metrics(
 }
 
 impl Snapshot {
-    /// Builds generation `generation` from a loaded configuration. Metric series of
-    /// backends and pools that `prev` had and this one lacks are removed.
-    pub fn build(loaded: Loaded, generation: u64, metrics: &Metrics, prev: Option<&Snapshot>) -> Snapshot {
+    /// Builds generation `generation` from a loaded configuration, at `now` on the
+    /// health clock (when backends a reload adds join). Metric series of backends and
+    /// pools that `prev` had and this one lacks are removed.
+    pub fn build(
+        loaded: Loaded,
+        generation: u64,
+        metrics: &Metrics,
+        prev: Option<&Snapshot>,
+        now: u64,
+    ) -> Snapshot {
         let Loaded {
             config,
             keyring,
@@ -362,29 +273,24 @@ impl Snapshot {
                     let known =
                         before.and_then(|p| Some(&p.backends[p.backend_index(b.id.as_str().as_bytes())?]));
                     let metrics = backend_metrics(metrics, pool.id.as_str(), b, &states, known);
-                    let health = match known {
-                        Some(old) => old.health.clone(),
-                        None => {
-                            // Backends limpet starts with need no ramp; those a reload
-                            // adds join now.
-                            let joined = if prev.is_some() { now_ms() } else { 0 };
-                            metrics.up.set(1);
-                            Arc::new(Health::new(joined))
-                        }
+                    if known.is_none() {
+                        metrics.up.set(1);
+                    }
+                    // Backends limpet starts with need no ramp; those a reload adds
+                    // join now.
+                    let joined = if prev.is_some() {
+                        Joined::At(now)
+                    } else {
+                        Joined::AtStart
                     };
-                    let cookie_sessions =
-                        horizon.map(|h| match known.and_then(|o| o.cookie_sessions.clone()) {
-                            Some(s) if s.horizon() == SessionSketch::horizon_for(h) => s,
-                            _ => Arc::new(SessionSketch::new(h)),
-                        });
+                    let live = BackendLive::carry(known.map(|k| &k.live), horizon, joined);
                     BackendRt {
                         id: b.id.clone(),
                         address: b.address,
                         weight: b.weight,
                         state: b.state,
                         metrics,
-                        health,
-                        cookie_sessions,
+                        live,
                     }
                 })
                 .collect();
@@ -422,11 +328,17 @@ impl Snapshot {
             // Every configured backend owns points, whatever its state: exclusions are
             // made per pick, so a state change never reshuffles the others' keys.
             let ids: Vec<(&str, u32)> = backends.iter().map(|b| (b.id.as_str(), b.weight)).collect();
-            let ring = hashes.then(|| match before {
-                Some(p) if p.ring.is_some() && p.ring_ids() == ids => p.ring.clone(),
-                _ => Some(HashRing::new(&ids)),
+            let same_backends = before.is_some_and(|p| {
+                p.backends
+                    .iter()
+                    .map(|b| (b.id.as_str(), b.weight))
+                    .eq(ids.iter().copied())
             });
-            let ring = ring.flatten();
+            let ring = hashes.then(|| match before.and_then(|p| p.picker.ring()) {
+                Some(r) if same_backends => r.clone(),
+                _ => HashRing::new(&ids),
+            });
+            let picker = Picker::new(policy(pool.balance), &weights, ring, pool.hash.balance_factor);
             let outcomes = Outcome::ALL.map(Outcome::as_str);
             let decisions = match before {
                 Some(p) if p.method_names == labels => p.decisions.clone(),
@@ -440,13 +352,18 @@ impl Snapshot {
                 responses,
                 id: pool.id.clone(),
                 balance: pool.balance,
-                round_robin: RoundRobin::new(&weights),
+                picker,
                 by_id: backends
                     .iter()
                     .enumerate()
                     .map(|(i, b)| (Box::from(b.id.as_str().as_bytes()), i))
                     .collect(),
-                weights,
+                live: PoolLive::carry(
+                    before.map(|p| &p.live),
+                    same_backends,
+                    pool.rebalance,
+                    backends.len(),
+                ),
                 backends,
                 decisions,
                 method_names: labels,
@@ -454,14 +371,11 @@ impl Snapshot {
                 method_label,
                 uses_tables,
                 hash: pool.hash.clone(),
-                ring,
                 on_backend_down: pool.on_backend_down,
                 retries: pool.retries,
                 slow_start: pool.slow_start,
                 health_check: pool.health_check.clone(),
                 passive_health: pool.passive_health,
-                all_down: AtomicBool::new(false),
-                rebalance: pool.rebalance.map(|r| RebalanceRt::new(r, pool.backends.len())),
             });
         }
         let routes = config

@@ -127,7 +127,7 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
         )),
         Some(redis) => Arc::new(limpet_sessions::RedisStore::new(redis).map_err(anyhow::Error::msg)?),
     };
-    let snapshot = Snapshot::build(loaded, 1, &metrics, None);
+    let snapshot = Snapshot::build(loaded, 1, &metrics, None, limpet_proxy::clock::now_ms());
     metrics.config_generation.set(1);
     metrics.count_reload(true);
     metrics

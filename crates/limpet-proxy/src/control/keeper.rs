@@ -38,7 +38,7 @@ impl BackgroundService for StoreKeeper {
                     self.shared.store.maintain(&table_pools(&snap), now).await;
                     let clock = now_ms();
                     for pool in &snap.pools {
-                        let Some(rb) = &pool.rebalance else { continue };
+                        let Some(rb) = &pool.live.rebalance else { continue };
                         let loads: Vec<(u64, u32, bool)> = pool
                             .backends
                             .iter()

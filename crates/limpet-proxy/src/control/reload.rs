@@ -12,7 +12,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::clock::unix_secs_f64;
+use crate::clock::{now_ms, unix_secs_f64};
 use crate::load::load_file;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
@@ -107,7 +107,7 @@ fn swap_in(shared: &Shared, path: &std::path::Path) -> Result<(u64, Arc<Snapshot
         tracing::warn!("{w}");
     }
     let generation = current.generation + 1;
-    let next = Snapshot::build(loaded, generation, &shared.metrics, Some(&current));
+    let next = Snapshot::build(loaded, generation, &shared.metrics, Some(&current), now_ms());
     Ok((generation, shared.current.swap(Arc::new(next))))
 }
 

@@ -27,7 +27,7 @@ impl HealthService {
         let snap = self.shared.current.load();
         for pool in &snap.pools {
             for b in &pool.backends {
-                if let Some(up) = b.health.report(now) {
+                if let Some(up) = b.live.health.report(now) {
                     b.metrics.up.set(i64::from(up));
                     if up {
                         tracing::warn!(pool = %pool.id, backend = %b.id, "backend is up again: it takes new sessions (ramping up with slow start), its old sessions stay where they moved");
@@ -36,7 +36,7 @@ impl HealthService {
                     }
                 }
                 if pool.slow_start.is_some() {
-                    let ramp = b.health.ramp(pool.slow_start, now);
+                    let ramp = b.live.health.ramp(pool.slow_start, now);
                     b.metrics.weight.set(f64::from(b.weight) * ramp);
                 }
             }
@@ -59,11 +59,11 @@ impl BackgroundService for HealthService {
                     for pool in &snap.pools {
                         let Some(hc) = &pool.health_check else { continue };
                         for b in &pool.backends {
-                            if !b.health.check_due(now) {
+                            if !b.live.health.check_due(now) {
                                 continue;
                             }
                             let (health, metrics, addr, hc) =
-                                (b.health.clone(), b.metrics.clone(), b.address, hc.clone());
+                                (b.live.health.clone(), b.metrics.clone(), b.address, hc.clone());
                             probes.spawn(async move {
                                 let ok = probe(addr, &hc).await;
                                 metrics.count_check(ok);

@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use limpet_config::{HealthCheck, PassiveHealth};
 
+/// `up_since` of a backend listed when limpet started: it takes its full weight at
+/// once (limpet starting is not the backend joining).
+const NO_RAMP: u64 = u64::MAX;
+
 /// `next_check` while a check is running: the next one is scheduled when it ends.
 const RUNNING: u64 = u64::MAX;
 
@@ -26,7 +30,7 @@ pub struct Health {
     /// Passive: held out of rotation until this instant (health clock), 0 if not.
     passive_until: AtomicU64,
     /// When the backend last joined or recovered (health clock): where slow start
-    /// begins.
+    /// begins; [`NO_RAMP`] for a backend that has been up since limpet started.
     up_since: AtomicU64,
     /// When its next active check is due (health clock), or [`RUNNING`].
     next_check: AtomicU64,
@@ -44,13 +48,13 @@ struct Counters {
 }
 
 impl Health {
-    /// A backend that joined at `joined_at` (health clock; 0 for the backends limpet
-    /// starts with, which need no ramp).
-    pub fn new(joined_at: u64) -> Self {
+    /// A backend that joined at `joined_at` (health clock), ramping up from then; or,
+    /// with `None`, one listed when limpet started, which needs no ramp.
+    pub fn new(joined_at: Option<u64>) -> Self {
         Self {
             active_up: AtomicBool::new(true),
             passive_until: AtomicU64::new(0),
-            up_since: AtomicU64::new(joined_at),
+            up_since: AtomicU64::new(joined_at.unwrap_or(NO_RAMP)),
             next_check: AtomicU64::new(0),
             counters: Mutex::new(Counters {
                 reported_up: true,
@@ -108,7 +112,11 @@ impl Health {
     /// `slow_start` after it joined or recovered.
     pub fn ramp(&self, slow_start: Option<Duration>, now: u64) -> f64 {
         let Some(window) = slow_start else { return 1.0 };
-        let since = now.saturating_sub(self.up_since.load(Ordering::Relaxed));
+        let up_since = self.up_since.load(Ordering::Relaxed);
+        if up_since == NO_RAMP {
+            return 1.0;
+        }
+        let since = now.saturating_sub(up_since);
         (since as f64 / window.as_millis().max(1) as f64).min(1.0)
     }
 
@@ -169,7 +177,7 @@ mod tests {
     #[test]
     fn falls_after_fall_failures_and_rises_after_rise_passes() {
         let hc = check(2, 3);
-        let h = Health::new(0);
+        let h = Health::new(None);
         assert!(h.usable(0), "a listed backend starts up");
         h.record_check(false, &hc);
         h.record_check(false, &hc);
@@ -191,8 +199,9 @@ mod tests {
     #[test]
     fn recovery_is_reported_once_and_restarts_the_ramp() {
         let hc = check(1, 1);
-        let h = Health::new(0);
+        let h = Health::new(None);
         let ramp = Some(Duration::from_millis(1000));
+        assert_eq!(h.ramp(ramp, 5), 1.0, "up since limpet started: no ramp");
         assert_eq!(h.report(5), None);
         h.record_check(false, &hc);
         assert_eq!(h.report(10), Some(false));
@@ -211,7 +220,7 @@ mod tests {
             window: Duration::from_millis(1000),
             cooldown: Duration::from_millis(2000),
         };
-        let h = Health::new(0);
+        let h = Health::new(None);
         assert!(!h.record_failure(&p, 0));
         assert!(!h.record_failure(&p, 500));
         // The first failure left the window: still two.
@@ -223,7 +232,7 @@ mod tests {
 
     #[test]
     fn checks_never_overlap() {
-        let h = Health::new(0);
+        let h = Health::new(None);
         assert!(h.check_due(0));
         assert!(!h.check_due(10_000), "the running check holds the next");
         h.check_done(Duration::from_millis(100), 2_000);
