@@ -5,6 +5,7 @@
 mod app;
 mod codec;
 mod header;
+mod issue;
 mod resolve;
 
 pub use app::{app_cookie, AppCookie, MAX_APP_VALUE};
@@ -13,4 +14,5 @@ pub use codec::{
     MIN_SECRET_LEN,
 };
 pub use header::{cookie_values, delete_cookie, private_cache_control, set_cookie, MAX_CANDIDATES};
-pub use resolve::{resolve_cookie, CookieLookup, Lease, Outcome};
+pub use issue::{follow, needs_new, Follow, Issue, Lifetime};
+pub use resolve::{resolve_cookie, CookieLookup, Held, Outcome};

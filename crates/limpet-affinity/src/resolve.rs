@@ -2,6 +2,7 @@
 //! cookies (if any) names a usable backend, and if none, why not.
 
 use crate::codec::{decode, Keyring, Reject, Scope};
+use crate::issue::{Issue, Lifetime};
 use std::time::Duration;
 
 /// Why a persistence method hit or missed; the `outcome` label of
@@ -56,21 +57,19 @@ impl Outcome {
     }
 }
 
-/// When the session a cookie carries began and how long it lasts (as issued, before
-/// the `max_ttl` cap): enough to re-issue it for another backend without changing its
-/// expiry.
+/// The session a verified cookie holds: when it began and how long it lasts (as
+/// issued, before the `max_ttl` cap: enough to re-issue it for another backend
+/// without changing its expiry), and its identity ([`crate::Ticket::session`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    pub issued_at: u64,
-    pub ttl: u32,
-    /// The session's identity ([`crate::Ticket::session`]).
+pub struct Held {
+    pub issue: Issue,
     pub session: u64,
 }
 
 /// Result of looking at a request's affinity cookies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CookieLookup<B> {
-    Hit(B, Lease),
+    Hit(B, Held),
     Miss(Outcome),
 }
 
@@ -91,12 +90,14 @@ pub fn resolve_cookie<'v, B>(
         let why = match decode(keys, scope, v, &mut buf, now, max_ttl) {
             Ok(ticket) => match backend(ticket.backend) {
                 Some((b, true)) => {
-                    let lease = Lease {
-                        issued_at: ticket.issued_at,
-                        ttl: ticket.ttl,
+                    let held = Held {
+                        issue: Issue {
+                            issued_at: ticket.issued_at,
+                            lifetime: Lifetime::from_wire(ticket.ttl),
+                        },
                         session: ticket.session,
                     };
-                    return CookieLookup::Hit(b, lease);
+                    return CookieLookup::Hit(b, held);
                 }
                 Some((_, false)) => Outcome::BackendDown,
                 None => Outcome::Invalid,
@@ -148,9 +149,11 @@ mod tests {
                 lookup,
             )
         };
-        let lease = Lease {
-            issued_at: 100,
-            ttl: 3600,
+        let lease = Held {
+            issue: Issue {
+                issued_at: 100,
+                lifetime: Lifetime::Secs(3600),
+            },
             session,
         };
         assert_eq!(r(vec![], 101), CookieLookup::Miss(Outcome::New));

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use limpet_affinity::{
-    app_cookie, cookie_values, delete_cookie, encode_session, resolve_cookie, set_cookie, AppCookie,
-    CookieLookup, Keyring, Lease, Outcome, Scope, MAX_APP_VALUE,
+    app_cookie, cookie_values, delete_cookie, encode_session, resolve_cookie, set_cookie, CookieLookup,
+    Follow, Held, Issue, Keyring, Lifetime, Outcome, Scope, MAX_APP_VALUE,
 };
 use limpet_config::{CookiePersistence, HashKey, HeaderPersistence, Persistence};
 use limpet_sessions::{Lookup, SessionStore, TableKey};
@@ -33,13 +33,9 @@ pub struct Eval {
     /// The table entry this method would record, with its TTL.
     pub record: Option<(TableKey, Duration)>,
     /// An application-controlled cookie method: the application cookie the request
-    /// carried, and the lease of limpet's cookie when it hit.
-    pub app: Option<(Vec<u8>, Option<Lease>)>,
+    /// carried, and the session of limpet's cookie when it hit.
+    pub app: Option<(Vec<u8>, Option<Issue>)>,
 }
-
-/// The TTL a followed cookie carries when the application cookie is a session cookie:
-/// it lasts as long as the browser keeps both, and `max_ttl` at most.
-const SESSION_TTL: u32 = u32::MAX;
 
 /// The chain's verdict for one request.
 #[derive(Debug, Default)]
@@ -185,18 +181,16 @@ pub async fn resolve(
                     let i = pool.backend_index(id)?;
                     Some((i, pool.backends[i].keeps_sessions(clock)))
                 });
-                let (outcome, hit, lease) = match lookup {
-                    CookieLookup::Hit(i, lease) => {
-                        if let Some(sketch) = &pool.backends[i].live.sessions {
-                            let life = u64::from(lease.ttl).min(cookie.max_ttl.as_secs());
-                            sketch.record(lease.session, lease.issued_at + life, now);
-                        }
-                        (Outcome::Hit, Some(i), Some(lease))
+                let (outcome, hit, held) = match lookup {
+                    CookieLookup::Hit(i, held) => {
+                        let Held { issue, session } = held;
+                        counted(pool, i, session, issue.expires(cookie.max_ttl.as_secs()), now);
+                        (Outcome::Hit, Some(i), Some(issue))
                     }
                     CookieLookup::Miss(o) => (o, None, None),
                 };
-                app = follows.map(|v| (v.to_vec(), lease));
-                born = lease.map(|l| l.issued_at);
+                app = follows.map(|v| (v.to_vec(), held));
+                born = held.map(|h| h.issued_at);
                 (outcome, hit)
             }
             Persistence::SourceIp(s) => {
@@ -318,9 +312,8 @@ pub async fn record_tables(
 }
 
 /// The `Set-Cookie` values limpet adds to a response from backend `backend`, one per
-/// cookie method that must change: a duration-based cookie when its method missed or
-/// failover `moved` the session; a followed cookie whenever the response sets or deletes
-/// the application cookie, and otherwise when its method missed or failover moved it.
+/// cookie method that must change (see [`limpet_affinity::needs_new`] and
+/// [`limpet_affinity::follow`] for the rules).
 pub fn set_cookies(
     keys: &Keyring,
     pool: &PoolRt,
@@ -330,19 +323,29 @@ pub fn set_cookies(
     response: &HeaderMap,
     now: u64,
 ) -> Vec<String> {
-    let id = pool.backends[backend].id.as_str();
     let mut out = Vec::new();
     for (mi, method) in pool.methods.iter().enumerate() {
         let Persistence::Cookie(cookie) = method else {
             continue;
         };
         let eval = evals.iter().find(|e| e.method == mi);
-        let changes = eval.is_some_and(|e| e.outcome != Outcome::Hit || moved);
+        let outcome = eval.map(|e| e.outcome);
+        let needs_new = limpet_affinity::needs_new(outcome, moved);
         let Some(app_name) = &cookie.follow else {
-            if changes {
-                let (value, session) = encode_session(keys, pool.id.as_str(), id, now, cookie.ttl);
-                counted(pool, backend, session, now + cookie.ttl.as_secs(), now);
-                out.push(set_cookie(cookie, &value, Some(cookie.ttl.as_secs()), false));
+            if needs_new {
+                let issue = Issue {
+                    issued_at: now,
+                    lifetime: Lifetime::Secs(u32::try_from(cookie.ttl.as_secs()).unwrap_or(u32::MAX - 1)),
+                };
+                out.push(issued(
+                    keys,
+                    pool,
+                    cookie,
+                    pool.id.as_str().into(),
+                    backend,
+                    issue,
+                    now,
+                ));
             }
             continue;
         };
@@ -350,63 +353,49 @@ pub fn set_cookies(
             .get_all(http::header::SET_COOKIE)
             .iter()
             .map(|v| v.as_bytes());
-        match app_cookie(set_by_app, app_name, now) {
-            Some(AppCookie::Deleted) => out.push(delete_cookie(cookie, false)),
-            Some(AppCookie::Set { value, max_age }) => {
-                let lease = Lease {
-                    issued_at: now,
-                    ttl: max_age.map_or(SESSION_TTL, |s| u32::try_from(s).unwrap_or(u32::MAX - 1)),
-                    session: 0,
+        let from_app = app_cookie(set_by_app, app_name, now);
+        let request = eval
+            .and_then(|e| e.app.as_ref())
+            .map(|(v, held)| (v.as_slice(), *held));
+        // Failover or rebalancing moved the session: its expiry goes with it.
+        let moved = moved || outcome == Some(Outcome::Repinned);
+        match limpet_affinity::follow(from_app.as_ref(), request, needs_new, moved, now) {
+            Follow::Keep => {}
+            Follow::Delete => out.push(delete_cookie(cookie, false)),
+            Follow::Issue { app, issue } => {
+                let scope = Scope {
+                    pool: pool.id.as_str(),
+                    follows: Some(app),
                 };
-                out.push(followed(keys, pool, cookie, &value, backend, lease, now));
-            }
-            None => {
-                // The app said nothing: pin its current session where it was served,
-                // keeping the expiry limpet's cookie had if failover moved it.
-                let Some((value, lease)) = eval.and_then(|e| e.app.as_ref()).filter(|_| changes) else {
-                    continue;
-                };
-                let kept = moved || eval.is_some_and(|e| e.outcome == Outcome::Repinned);
-                let lease = lease.filter(|_| kept).unwrap_or(Lease {
-                    issued_at: now,
-                    ttl: SESSION_TTL,
-                    session: 0,
-                });
-                out.push(followed(keys, pool, cookie, value, backend, lease, now));
+                out.push(issued(keys, pool, cookie, scope, backend, issue, now));
             }
         }
     }
     out
 }
 
-/// Counts a session issued for backend `backend` in its cookie-session sketch.
+/// Counts a session of backend `backend` in its cookie-session sketch.
 fn counted(pool: &PoolRt, backend: usize, session: u64, expires: u64, now: u64) {
     if let Some(sketch) = &pool.backends[backend].live.sessions {
         sketch.record(session, expires, now);
     }
 }
 
-/// A followed cookie pinning `backend` for the application session `app_value`.
-fn followed(
+/// The `Set-Cookie` value of a cookie pinning `backend` in `scope` for `issue`; the
+/// session is counted.
+fn issued(
     keys: &Keyring,
     pool: &PoolRt,
     cookie: &CookiePersistence,
-    app_value: &[u8],
+    scope: Scope<'_>,
     backend: usize,
-    lease: Lease,
+    issue: Issue,
     now: u64,
 ) -> String {
-    let scope = Scope {
-        pool: pool.id.as_str(),
-        follows: Some(app_value),
-    };
-    let ttl = Duration::from_secs(u64::from(lease.ttl));
+    let ttl = Duration::from_secs(u64::from(issue.lifetime.wire()));
     let id = pool.backends[backend].id.as_str();
-    let (value, session) = encode_session(keys, scope, id, lease.issued_at, ttl);
-    let life = u64::from(lease.ttl).min(cookie.max_ttl.as_secs());
-    counted(pool, backend, session, lease.issued_at + life, now);
-    // A session cookie stays a session cookie; otherwise the browser keeps it for what
-    // is left of its lifetime, never beyond max_ttl.
-    let max_age = (lease.ttl != SESSION_TTL).then(|| (lease.issued_at + life).saturating_sub(now));
-    set_cookie(cookie, &value, max_age, false)
+    let (value, session) = encode_session(keys, scope, id, issue.issued_at, ttl);
+    let max_ttl = cookie.max_ttl.as_secs();
+    counted(pool, backend, session, issue.expires(max_ttl), now);
+    set_cookie(cookie, &value, issue.max_age(max_ttl, now), false)
 }
