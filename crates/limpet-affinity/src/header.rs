@@ -45,32 +45,39 @@ fn unquote(s: &[u8]) -> &[u8] {
 
 /// The `Set-Cookie` value that pins a session: `Max-Age` is the session's TTL, and a
 /// cookie without one (`None`) lasts the browser session.
-pub fn set_cookie(cfg: &CookiePersistence, value: &str, max_age_secs: Option<u64>, tls: bool) -> String {
+/// How the client reached limpet: `secure: auto` cookies are `Secure` over HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+pub fn set_cookie(cfg: &CookiePersistence, value: &str, max_age_secs: Option<u64>, scheme: Scheme) -> String {
     let mut s = String::with_capacity(cfg.name.len() + value.len() + 80);
     let _ = write!(s, "{}={}", cfg.name, value);
     if let Some(secs) = max_age_secs {
         let _ = write!(s, "; Max-Age={secs}");
     }
     let _ = write!(s, "; Path={}", cfg.path);
-    attributes(&mut s, cfg, tls);
+    attributes(&mut s, cfg, scheme);
     s
 }
 
 /// A `Set-Cookie` value that deletes the cookie (used when no session can be kept).
-pub fn delete_cookie(cfg: &CookiePersistence, tls: bool) -> String {
+pub fn delete_cookie(cfg: &CookiePersistence, scheme: Scheme) -> String {
     let mut s = format!("{}=; Max-Age=0; Path={}", cfg.name, cfg.path);
-    attributes(&mut s, cfg, tls);
+    attributes(&mut s, cfg, scheme);
     s
 }
 
-fn attributes(s: &mut String, cfg: &CookiePersistence, tls: bool) {
+fn attributes(s: &mut String, cfg: &CookiePersistence, scheme: Scheme) {
     if let Some(d) = &cfg.domain {
         let _ = write!(s, "; Domain={d}");
     }
     let secure = match cfg.secure {
         Secure::Always => true,
         Secure::Never => false,
-        Secure::Auto => tls,
+        Secure::Auto => scheme == Scheme::Https,
     };
     // Browsers drop SameSite=None cookies that are not Secure; honour the operator's
     // choice anyway and let docs/config.md warn about it.
@@ -161,12 +168,12 @@ mod tests {
     fn set_cookie_attributes() {
         let mut c = cfg();
         assert_eq!(
-            set_cookie(&c, "VAL", Some(900), false),
+            set_cookie(&c, "VAL", Some(900), Scheme::Http),
             "LIMPET=VAL; Max-Age=900; Path=/; HttpOnly; SameSite=Lax"
         );
-        assert!(set_cookie(&c, "VAL", Some(900), true).contains("; Secure"));
+        assert!(set_cookie(&c, "VAL", Some(900), Scheme::Https).contains("; Secure"));
         assert_eq!(
-            set_cookie(&c, "VAL", None, false),
+            set_cookie(&c, "VAL", None, Scheme::Http),
             "LIMPET=VAL; Path=/; HttpOnly; SameSite=Lax"
         );
         c.domain = Some("example.com".into());
@@ -174,11 +181,11 @@ mod tests {
         c.http_only = false;
         c.same_site = SameSite::Strict;
         assert_eq!(
-            set_cookie(&c, "V", Some(5), true),
+            set_cookie(&c, "V", Some(5), Scheme::Https),
             "LIMPET=V; Max-Age=5; Path=/; Domain=example.com; SameSite=Strict"
         );
         assert_eq!(
-            delete_cookie(&c, false),
+            delete_cookie(&c, Scheme::Http),
             "LIMPET=; Max-Age=0; Path=/; Domain=example.com; SameSite=Strict"
         );
     }

@@ -70,10 +70,19 @@ impl Issue {
     }
 }
 
+/// Where a request was served, against where its session was pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// By the session's backend, or there was no session.
+    AsPinned,
+    /// By another backend: failover or rebalancing moved the session.
+    Moved,
+}
+
 /// Does a cookie method's cookie need a new value in this response? When its method
-/// was consulted and missed, or when its session moved (failover or rebalancing).
-pub fn needs_new(outcome: Option<Outcome>, moved: bool) -> bool {
-    outcome.is_some_and(|o| o != Outcome::Hit || moved)
+/// was consulted and missed, or when its session moved.
+pub fn needs_new(outcome: Option<Outcome>, served: Served) -> bool {
+    outcome.is_some_and(|o| o != Outcome::Hit || served == Served::Moved)
 }
 
 /// What happens to an application-controlled cookie in one response.
@@ -89,13 +98,13 @@ pub enum Follow<'a> {
 
 /// The rule of an application-controlled cookie. `response` is what the response did
 /// to the application cookie; `request` the application session the request carried
-/// and, when limpet's cookie verified, its session; `moved` whether the session moved
+/// and, when limpet's cookie verified, its session; `served` whether the session moved
 /// off its backend (its expiry is then kept).
 pub fn follow<'a>(
     response: Option<&'a AppCookie>,
     request: Option<(&'a [u8], Option<Issue>)>,
     needs_new: bool,
-    moved: bool,
+    served: Served,
     now: u64,
 ) -> Follow<'a> {
     match response {
@@ -113,7 +122,7 @@ pub fn follow<'a>(
         None => match request {
             Some((app, held)) if needs_new => Follow::Issue {
                 app,
-                issue: held.filter(|_| moved).unwrap_or(Issue {
+                issue: held.filter(|_| served == Served::Moved).unwrap_or(Issue {
                     issued_at: now,
                     lifetime: Lifetime::Browser,
                 }),
@@ -152,9 +161,12 @@ mod tests {
 
     #[test]
     fn duration_cookies_change_on_miss_or_move() {
-        assert!(!needs_new(None, true), "a method not consulted says nothing");
-        assert!(!needs_new(Some(Outcome::Hit), false));
-        assert!(needs_new(Some(Outcome::Hit), true));
+        assert!(
+            !needs_new(None, Served::Moved),
+            "a method not consulted says nothing"
+        );
+        assert!(!needs_new(Some(Outcome::Hit), Served::AsPinned));
+        assert!(needs_new(Some(Outcome::Hit), Served::Moved));
         for o in [
             Outcome::New,
             Outcome::Expired,
@@ -162,7 +174,7 @@ mod tests {
             Outcome::BackendDown,
             Outcome::Repinned,
         ] {
-            assert!(needs_new(Some(o), false), "{o:?}");
+            assert!(needs_new(Some(o), Served::AsPinned), "{o:?}");
         }
     }
 
@@ -178,11 +190,17 @@ mod tests {
         };
         // The response wins: deleted or set by the application.
         assert_eq!(
-            follow(Some(&AppCookie::Deleted), None, true, false, 100),
+            follow(Some(&AppCookie::Deleted), None, true, Served::AsPinned, 100),
             Follow::Delete
         );
         assert_eq!(
-            follow(Some(&set), Some((b"s1", Some(held))), false, false, 100),
+            follow(
+                Some(&set),
+                Some((b"s1", Some(held))),
+                false,
+                Served::AsPinned,
+                100
+            ),
             Follow::Issue {
                 app: b"s2",
                 issue: Issue {
@@ -193,12 +211,12 @@ mod tests {
         );
         // Silent application, session still right: keep.
         assert_eq!(
-            follow(None, Some((b"s1", Some(held))), false, false, 100),
+            follow(None, Some((b"s1", Some(held))), false, Served::AsPinned, 100),
             Follow::Keep
         );
         // Silent application, session moved: same expiry on the new backend.
         assert_eq!(
-            follow(None, Some((b"s1", Some(held))), true, true, 100),
+            follow(None, Some((b"s1", Some(held))), true, Served::Moved, 100),
             Follow::Issue {
                 app: b"s1",
                 issue: held
@@ -206,7 +224,7 @@ mod tests {
         );
         // Silent application, no valid cookie of limpet's: a browser-session pin.
         assert_eq!(
-            follow(None, Some((b"s1", None)), true, false, 100),
+            follow(None, Some((b"s1", None)), true, Served::AsPinned, 100),
             Follow::Issue {
                 app: b"s1",
                 issue: Issue {
@@ -216,6 +234,6 @@ mod tests {
             }
         );
         // No application session at all: nothing to follow.
-        assert_eq!(follow(None, None, true, false, 100), Follow::Keep);
+        assert_eq!(follow(None, None, true, Served::AsPinned, 100), Follow::Keep);
     }
 }

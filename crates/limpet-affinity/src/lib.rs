@@ -13,6 +13,6 @@ pub use codec::{
     decode, encode, encode_session, KeyError, Keyring, Reject, Scope, SigningKey, Ticket, MAX_ENCODED_LEN,
     MIN_SECRET_LEN,
 };
-pub use header::{cookie_values, delete_cookie, private_cache_control, set_cookie, MAX_CANDIDATES};
-pub use issue::{follow, needs_new, Follow, Issue, Lifetime};
+pub use header::{cookie_values, delete_cookie, private_cache_control, set_cookie, Scheme, MAX_CANDIDATES};
+pub use issue::{follow, needs_new, Follow, Issue, Lifetime, Served};
 pub use resolve::{resolve_cookie, CookieLookup, Held, Outcome};

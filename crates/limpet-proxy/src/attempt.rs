@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use limpet_affinity::Outcome;
+use limpet_affinity::{Outcome, Served};
 use limpet_config::OnBackendDown;
 use limpet_metrics::InFlight;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -65,9 +65,13 @@ impl Attempt {
         self.evals = r.evals;
     }
 
-    /// The session moved off the backend it was pinned to (failover).
-    pub fn moved(&self) -> bool {
-        self.pinned.is_some() && self.chosen != self.pinned
+    /// Whether the session moved off the backend it was pinned to (failover).
+    pub fn served(&self) -> Served {
+        if self.pinned.is_some() && self.chosen != self.pinned {
+            Served::Moved
+        } else {
+            Served::AsPinned
+        }
     }
 
     /// Failover moved the request off the backend it started on.

@@ -226,7 +226,7 @@ pub async fn record(shared: &Shared, snap: &Snapshot, attempt: &Attempt) {
         pool,
         &attempt.evals,
         i,
-        attempt.moved(),
+        attempt.served(),
         now,
     )
     .await;
@@ -245,7 +245,7 @@ pub fn decorate_response(snap: &Snapshot, attempt: &Attempt, resp: &mut Response
             pool,
             &attempt.evals,
             i,
-            attempt.moved(),
+            attempt.served(),
             &resp.headers,
             unix_now(),
         );

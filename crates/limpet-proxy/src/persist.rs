@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::HeaderMap;
 use limpet_affinity::{
     app_cookie, cookie_values, delete_cookie, encode_session, resolve_cookie, set_cookie, CookieLookup,
-    Follow, Held, Issue, Keyring, Lifetime, Outcome, Scope, MAX_APP_VALUE,
+    Follow, Held, Issue, Keyring, Lifetime, Outcome, Scheme, Scope, Served, MAX_APP_VALUE,
 };
 use limpet_config::{CookiePersistence, HashKey, HeaderPersistence, Persistence};
 use limpet_sessions::{Lookup, SessionStore, TableKey};
@@ -20,6 +20,10 @@ use limpet_sessions::{Lookup, SessionStore, TableKey};
 use crate::clock::now_ms;
 use crate::request::{masked_ip, query_param};
 use crate::snapshot::{outcome_index, PoolRt, Snapshot};
+
+/// Clients reach limpet over plain HTTP until listeners speak TLS: `secure: auto`
+/// cookies are not `Secure` yet.
+const SCHEME: Scheme = Scheme::Http;
 
 /// Longest session id accepted by a `header` table: longer ones are `invalid`.
 pub const MAX_SESSION_ID: usize = 1024;
@@ -274,14 +278,14 @@ pub async fn resolve(
 }
 
 /// Records the serving backend in every consulted table that missed, or whose session
-/// failover moved (`moved`): the old entry goes, a new one with a fresh static TTL
+/// failover moved (`served`): the old entry goes, a new one with a fresh static TTL
 /// takes its place.
 pub async fn record_tables(
     store: &dyn SessionStore,
     pool: &PoolRt,
     evals: &[Eval],
     backend: usize,
-    moved: bool,
+    served: Served,
     now: u64,
 ) {
     let id = &pool.backends[backend].id;
@@ -290,9 +294,9 @@ pub async fn record_tables(
         // Whether an entry naming another backend is in the way.
         let replace = match e.outcome {
             // A hit that failover did not move needs nothing.
-            Outcome::Hit if !moved => continue,
-            Outcome::Hit => moved,
-            // Failover moved it (`moved`), or rebalancing did: the old entry goes.
+            Outcome::Hit if served == Served::AsPinned => continue,
+            // Failover moved it, or rebalancing did: the old entry goes.
+            Outcome::Hit => true,
             Outcome::Repinned => true,
             Outcome::Invalid | Outcome::BackendDown => true,
             Outcome::New | Outcome::Expired => false,
@@ -319,7 +323,7 @@ pub fn set_cookies(
     pool: &PoolRt,
     evals: &[Eval],
     backend: usize,
-    moved: bool,
+    served: Served,
     response: &HeaderMap,
     now: u64,
 ) -> Vec<String> {
@@ -330,7 +334,7 @@ pub fn set_cookies(
         };
         let eval = evals.iter().find(|e| e.method == mi);
         let outcome = eval.map(|e| e.outcome);
-        let needs_new = limpet_affinity::needs_new(outcome, moved);
+        let needs_new = limpet_affinity::needs_new(outcome, served);
         let Some(app_name) = &cookie.follow else {
             if needs_new {
                 let issue = Issue {
@@ -358,10 +362,13 @@ pub fn set_cookies(
             .and_then(|e| e.app.as_ref())
             .map(|(v, held)| (v.as_slice(), *held));
         // Failover or rebalancing moved the session: its expiry goes with it.
-        let moved = moved || outcome == Some(Outcome::Repinned);
-        match limpet_affinity::follow(from_app.as_ref(), request, needs_new, moved, now) {
+        let served = match outcome {
+            Some(Outcome::Repinned) => Served::Moved,
+            _ => served,
+        };
+        match limpet_affinity::follow(from_app.as_ref(), request, needs_new, served, now) {
             Follow::Keep => {}
-            Follow::Delete => out.push(delete_cookie(cookie, false)),
+            Follow::Delete => out.push(delete_cookie(cookie, SCHEME)),
             Follow::Issue { app, issue } => {
                 let scope = Scope {
                     pool: pool.id.as_str(),
@@ -397,5 +404,5 @@ fn issued(
     let (value, session) = encode_session(keys, scope, id, issue.issued_at, ttl);
     let max_ttl = cookie.max_ttl.as_secs();
     counted(pool, backend, session, issue.expires(max_ttl), now);
-    set_cookie(cookie, &value, issue.max_age(max_ttl, now), false)
+    set_cookie(cookie, &value, issue.max_age(max_ttl, now), SCHEME)
 }
