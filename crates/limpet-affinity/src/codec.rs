@@ -15,6 +15,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+/// Longest id in a cookie: the bound config enforces on key and backend ids.
+use limpet_config::MAX_ID_LEN;
 use sha2::Sha256;
 use std::time::Duration;
 
@@ -25,8 +27,6 @@ const NONCE_LEN: usize = 4;
 const TAG_LEN: usize = 32;
 const DOMAIN_LABEL: &[u8] = b"limpet-affinity-cookie-v1";
 const FOLLOW_LABEL: &[u8] = b"limpet-app-cookie-v1";
-/// Longest id in a cookie (config enforces the same bound).
-pub const MAX_ID_LEN: usize = 64;
 /// Longest encoded value worth decoding; anything longer is rejected unread.
 pub const MAX_ENCODED_LEN: usize = (2 + 2 * MAX_ID_LEN + 8 + 4 + NONCE_LEN + 1 + TAG_LEN).div_ceil(3) * 4;
 /// Shortest secret accepted: HMAC-SHA256 wants at least its output size.

@@ -9,6 +9,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A whole validated configuration file.
+/// A closed set of YAML spellings. Each enum that users write as a word has one
+/// `ALL` and one `as_str`, which validation, `/status`, metric labels and messages all
+/// use: a spelling lives in one place.
+pub trait Spelled: Copy + PartialEq + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+}
+
+macro_rules! spelled {
+    ($t:ident { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl $t {
+            pub const ALL: &'static [$t] = &[$($t::$v),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($t::$v => $s),+
+                }
+            }
+        }
+
+        impl Spelled for $t {
+            const ALL: &'static [$t] = $t::ALL;
+
+            fn as_str(self) -> &'static str {
+                $t::as_str(self)
+            }
+        }
+    };
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: Server,
@@ -38,6 +68,8 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+spelled!(LogFormat { Text => "text", Json => "json" });
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -177,6 +209,13 @@ pub enum Balance {
     ConsistentHash,
 }
 
+spelled!(Balance {
+    RoundRobin => "round_robin",
+    LeastRequests => "least_requests",
+    Random => "random",
+    ConsistentHash => "consistent_hash",
+});
+
 /// What a pool's consistent hash is computed over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
@@ -216,6 +255,8 @@ pub enum OnBackendDown {
     /// Answer 503 rather than move the user.
     Strict,
 }
+
+spelled!(OnBackendDown { Redispatch => "redispatch", Strict => "strict" });
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pool {
@@ -266,6 +307,8 @@ pub enum CheckKind {
     Http,
     Tcp,
 }
+
+spelled!(CheckKind { Http => "http", Tcp => "tcp" });
 
 /// Passive health: failures seen in real traffic take a backend out for `cooldown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +373,8 @@ pub enum SameSite {
     None,
 }
 
+spelled!(SameSite { Strict => "strict", Lax => "lax", None => "none" });
+
 /// Affinity cookie. Duration-based (`follow: None`): limpet issues it with a fixed,
 /// absolute TTL. Application-controlled (`follow: Some(APP)`): limpet issues it when the
 /// backend sets `APP`, with the same lifetime, and deletes it when the app deletes `APP`.
@@ -355,17 +400,11 @@ pub enum BackendState {
     Disabled,
 }
 
-impl BackendState {
-    pub const ALL: [BackendState; 3] = [Self::Active, Self::Draining, Self::Disabled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Draining => "draining",
-            Self::Disabled => "disabled",
-        }
-    }
-}
+spelled!(BackendState {
+    Active => "active",
+    Draining => "draining",
+    Disabled => "disabled",
+});
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {

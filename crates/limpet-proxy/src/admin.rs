@@ -79,12 +79,7 @@ impl Admin {
                 .iter()
                 .map(|p| PoolStatus {
                     id: p.id.as_str(),
-                    balance: match p.balance {
-                        limpet_config::Balance::RoundRobin => "round_robin",
-                        limpet_config::Balance::LeastRequests => "least_requests",
-                        limpet_config::Balance::Random => "random",
-                        limpet_config::Balance::ConsistentHash => "consistent_hash",
-                    },
+                    balance: p.balance.as_str(),
                     persistence: p.methods.iter().map(|m| m.method()).collect(),
                     backends: p
                         .backends

@@ -81,8 +81,8 @@ pub fn outcome_index(o: Outcome) -> usize {
     Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0)
 }
 
-fn states() -> [&'static str; 3] {
-    BackendState::ALL.map(BackendState::as_str)
+fn states() -> Vec<&'static str> {
+    BackendState::ALL.iter().map(|s| s.as_str()).collect()
 }
 
 impl BackendRt {

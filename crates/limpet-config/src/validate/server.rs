@@ -1,0 +1,195 @@
+//! The `server`, `listeners`, `admin` and `cookie_keys` sections.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+
+use crate::error::Errors;
+use crate::model::*;
+use crate::surface::{self as s, Lenient};
+
+use super::fields::*;
+
+pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Option<Server> {
+    let given = take("server", field, errs);
+    let s::Server {
+        threads,
+        client_idle_timeout,
+        upstream_connect_timeout,
+        upstream_read_timeout,
+        grace_period,
+        trusted_proxies,
+        log_format,
+        debug_headers,
+        unknown,
+    } = match given {
+        Some(s) => s,
+        None => serde_yaml::from_value(Value::Mapping(Mapping::new())).ok()?,
+    };
+    unknown_keys("server", &unknown, s::SERVER_KEYS, errs);
+    let threads = number_in("server.threads", threads, 2, (1, 1024), errs) as usize;
+    let mut proxies = Vec::new();
+    for (p, text) in list("server.trusted_proxies", trusted_proxies, errs).unwrap_or_default() {
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => proxies.push(net.trunc()),
+            Err(_) => {
+                errs.at(&p, format!("`{text}` is not a CIDR")).hint =
+                    Some("write e.g. 10.0.0.0/8 or 192.0.2.7".into());
+            }
+        }
+    }
+    let client_idle_timeout = duration(
+        "server.client_idle_timeout",
+        client_idle_timeout,
+        Duration::from_secs(30),
+        errs,
+    );
+    if client_idle_timeout < Duration::from_secs(1) {
+        errs.at("server.client_idle_timeout", "must be at least 1s").hint = Some("write e.g. 30s".into());
+    }
+    let upstream_connect_timeout = duration(
+        "server.upstream_connect_timeout",
+        upstream_connect_timeout,
+        Duration::from_secs(2),
+        errs,
+    );
+    let upstream_read_timeout = duration(
+        "server.upstream_read_timeout",
+        upstream_read_timeout,
+        Duration::from_secs(60),
+        errs,
+    );
+    for (p, d) in [
+        ("server.upstream_connect_timeout", upstream_connect_timeout),
+        ("server.upstream_read_timeout", upstream_read_timeout),
+    ] {
+        if d.is_zero() {
+            errs.at(p, "must be above zero").hint = Some("write e.g. 2s".into());
+        }
+    }
+    Some(Server {
+        threads,
+        client_idle_timeout,
+        upstream_connect_timeout,
+        upstream_read_timeout,
+        grace_period: duration("server.grace_period", grace_period, Duration::from_secs(10), errs),
+        trusted_proxies: proxies,
+        log_format: choice("server.log_format", log_format, LogFormat::Text, errs),
+        debug_headers: take("server.debug_headers", debug_headers, errs).unwrap_or(false),
+    })
+}
+
+pub(super) fn listeners(
+    field: Option<Lenient<Vec<Lenient<s::Listener>>>>,
+    errs: &mut Errors,
+) -> Option<Vec<Listener>> {
+    let Some(items) = list("listeners", field, errs) else {
+        return Some(vec![Listener {
+            address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }]);
+    };
+    if items.is_empty() {
+        errs.at("listeners", "is empty").hint = Some("add - address: 0.0.0.0:8080".into());
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (
+        p,
+        s::Listener {
+            address,
+            tls,
+            unknown,
+        },
+    ) in items
+    {
+        unknown_keys(&p, &unknown, s::LISTENER_KEYS, errs);
+        if tls.is_some() {
+            errs.at(
+                &join(&p, "tls"),
+                "TLS listeners are not supported yet by this version of limpet",
+            )
+            .hint = Some("terminate TLS in front of limpet for now".into());
+        }
+        let ap = join(&p, "address");
+        let Some(text) = take(&ap, address, errs) else {
+            errs.at(&ap, "is required").hint = Some("write address: 0.0.0.0:8080".into());
+            continue;
+        };
+        if let Some(a) = socket_addr(&ap, &text, errs) {
+            if !seen.insert(a) {
+                errs.at(&ap, format!("{a} is listed twice"));
+            }
+            out.push(Listener { address: a });
+        }
+    }
+    Some(out)
+}
+
+pub(super) fn admin(field: Option<Lenient<s::Admin>>, errs: &mut Errors) -> Option<Admin> {
+    let default = SocketAddr::from(([127, 0, 0, 1], 9090));
+    let Some(s::Admin { address, unknown }) = take("admin", field, errs) else {
+        return Some(Admin { address: default });
+    };
+    unknown_keys("admin", &unknown, s::ADMIN_KEYS, errs);
+    let address = match take("admin.address", address, errs) {
+        Some(text) => socket_addr("admin.address", &text, errs)?,
+        None => default,
+    };
+    Some(Admin { address })
+}
+
+pub(super) fn cookie_keys(
+    field: Option<Lenient<Vec<Lenient<s::CookieKey>>>>,
+    errs: &mut Errors,
+) -> Vec<CookieKey> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (
+        p,
+        s::CookieKey {
+            id: key_id,
+            secret_env,
+            secret_file,
+            secret,
+            unknown,
+        },
+    ) in list("cookie_keys", field, errs).unwrap_or_default()
+    {
+        unknown_keys(&p, &unknown, s::COOKIE_KEY_KEYS, errs);
+        let key_id = id(
+            &join(&p, "id"),
+            take(&join(&p, "id"), key_id, errs),
+            "a key",
+            errs,
+        );
+        let sources = [
+            take(&join(&p, "secret_env"), secret_env, errs).map(SecretSource::Env),
+            take(&join(&p, "secret_file"), secret_file, errs).map(|f| SecretSource::File(PathBuf::from(f))),
+            take(&join(&p, "secret"), secret, errs).map(SecretSource::Inline),
+        ];
+        let mut given: Vec<SecretSource> = sources.into_iter().flatten().collect();
+        if given.len() != 1 {
+            errs.at(&p, "needs exactly one of secret_env, secret_file, secret")
+                .hint = Some("prefer secret_env: LIMPET_COOKIE_KEY or secret_file: /etc/limpet/key".into());
+            continue;
+        }
+        let Some(key_id) = key_id else { continue };
+        if !seen.insert(key_id.clone()) {
+            errs.at(&join(&p, "id"), format!("key id `{key_id}` is listed twice"));
+            continue;
+        }
+        if let Some(source) = given.pop() {
+            out.push(CookieKey {
+                id: KeyId::new(&key_id),
+                source,
+            });
+        }
+    }
+    out
+}
