@@ -69,7 +69,7 @@ async fn follows_login_rotation_logout_and_failover() {
     // No application session: nothing sticky, nothing issued, no decision counted.
     let anon = send(&c, &lb, "/", &[], &[]).await;
     assert!(anon.limpet.is_none());
-    assert_eq!(lb.decisions("new").await, 0.0);
+    assert_eq!(lb.web_cookie_decisions("new").await, 0.0);
 
     // Login: the app sets a session cookie; limpet issues a session cookie of its own.
     let login = send(&c, &lb, "/login", &[], &[]).await;
@@ -87,7 +87,7 @@ async fn follows_login_rotation_logout_and_failover() {
         assert_eq!(r.backend, login.backend);
         assert!(r.limpet.is_none(), "Set-Cookie on a hit");
     }
-    assert_eq!(lb.decisions("hit").await, 30.0);
+    assert_eq!(lb.web_cookie_decisions("hit").await, 30.0);
 
     // Without the app cookie limpet's own is not enough: not sticky.
     let mut seen = HashSet::new();
@@ -102,7 +102,7 @@ async fn follows_login_rotation_logout_and_failover() {
     // and the new pin is learned from the request.
     let other = format!("{app}x");
     let r = send(&c, &lb, "/", &[&other, &mine], &[]).await;
-    assert_eq!(lb.decisions("invalid").await, 1.0);
+    assert_eq!(lb.web_cookie_decisions("invalid").await, 1.0);
     let learned = Seen::pair(&r.limpet);
     let again = send(&c, &lb, "/", &[&other, &learned], &[]).await;
     assert_eq!(again.backend, r.backend);
@@ -111,7 +111,7 @@ async fn follows_login_rotation_logout_and_failover() {
     forged[4] = if forged[4] == b'A' { b'B' } else { b'A' };
     let forged = format!("{name}={}", String::from_utf8(forged).unwrap());
     send(&c, &lb, "/", &[&app, &forged], &[]).await;
-    assert_eq!(lb.decisions("invalid").await, 2.0);
+    assert_eq!(lb.web_cookie_decisions("invalid").await, 2.0);
 
     // Login rotation: the app issues a new session id; limpet re-issues for it, and
     // the old cookie does not carry over to the new session.
@@ -120,15 +120,15 @@ async fn follows_login_rotation_logout_and_failover() {
     let app2 = Seen::pair(&rotated.app);
     assert_ne!(app2, app);
     let mine2 = Seen::pair(&rotated.limpet);
-    let hits = lb.decisions("hit").await;
+    let hits = lb.web_cookie_decisions("hit").await;
     assert_eq!(
         send(&c, &lb, "/", &[&app2, &mine2], &[]).await.backend,
         login.backend
     );
-    assert_eq!(lb.decisions("hit").await, hits + 1.0);
-    let invalid = lb.decisions("invalid").await;
+    assert_eq!(lb.web_cookie_decisions("hit").await, hits + 1.0);
+    let invalid = lb.web_cookie_decisions("invalid").await;
     send(&c, &lb, "/", &[&app2, &mine], &[]).await;
-    assert_eq!(lb.decisions("invalid").await, invalid + 1.0);
+    assert_eq!(lb.web_cookie_decisions("invalid").await, invalid + 1.0);
 
     // Failover: the session's backend dies; the session moves, with a new cookie that
     // is still a session cookie, and stays where it moved.
@@ -230,8 +230,8 @@ async fn copies_lifetimes_and_enforces_them_server_side() {
         r.backend
     );
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    let expired = lb.decisions("expired").await;
+    let expired = lb.web_cookie_decisions("expired").await;
     let late = send(&c, &lb, "/", &["APPSESSION=short", &mine], &[]).await;
-    assert_eq!(lb.decisions("expired").await, expired + 1.0);
+    assert_eq!(lb.web_cookie_decisions("expired").await, expired + 1.0);
     assert!(late.limpet.is_some(), "the session is pinned anew");
 }

@@ -58,16 +58,16 @@ async fn bad_cookies_get_a_fresh_pin_and_are_counted() {
         let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
         assert_eq!(r.status, 200, "{what}");
         assert!(r.set_cookie.is_some(), "{what}: no fresh pin");
-        assert_eq!(lb.decisions("invalid").await, (i + 1) as f64, "{what}");
+        assert_eq!(lb.web_cookie_decisions("invalid").await, (i + 1) as f64, "{what}");
     }
 
     let expired = format!("LIMPET={}", encode(&real, "web", "b-1", now() - 7200, hour));
     let r = get(&c, &lb.url("/"), &[expired.as_bytes()], "LIMPET").await;
     assert_eq!((r.status, r.set_cookie.is_some()), (200, true));
-    assert_eq!(lb.decisions("expired").await, 1.0);
+    assert_eq!(lb.web_cookie_decisions("expired").await, 1.0);
 
     // Several Cookie headers: junk in one, the valid session in another → still a hit.
-    let hits = lb.decisions("hit").await;
+    let hits = lb.web_cookie_decisions("hit").await;
     let r = get(
         &c,
         &lb.url("/"),
@@ -76,7 +76,7 @@ async fn bad_cookies_get_a_fresh_pin_and_are_counted() {
     )
     .await;
     assert_eq!((r.status, r.set_cookie.is_none()), (200, true));
-    assert_eq!(lb.decisions("hit").await, hits + 1.0);
+    assert_eq!(lb.web_cookie_decisions("hit").await, hits + 1.0);
 
     // A 16 KiB cookie header is served with a fresh pin.
     let big = format!("pad={}; LIMPET=AAAA{}", "x".repeat(16 * 1024), "B".repeat(100));

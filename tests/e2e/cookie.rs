@@ -50,9 +50,9 @@ async fn triad_new_pin_then_hit_then_forged_repins() {
     assert!(r.set_cookie.is_some(), "a forged cookie is replaced");
     assert_ne!(r.set_cookie.as_deref(), Some(cookie.as_str()));
 
-    assert_eq!(lb.decisions("new").await, 1.0);
-    assert_eq!(lb.decisions("hit").await, 100.0);
-    assert_eq!(lb.decisions("invalid").await, 1.0);
+    assert_eq!(lb.web_cookie_decisions("new").await, 1.0);
+    assert_eq!(lb.web_cookie_decisions("hit").await, 100.0);
+    assert_eq!(lb.web_cookie_decisions("invalid").await, 1.0);
     let status = lb.admin_get("/status").await;
     assert!(
         status.contains("\"generation\": 1") && status.contains("app-2"),
@@ -111,7 +111,7 @@ async fn ttl_is_absolute_and_enforced_by_limpet() {
     let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
     assert_eq!(r.status, 200);
     assert!(r.set_cookie.is_some(), "an expired session gets a new cookie");
-    assert_eq!(lb.decisions("expired").await, 1.0);
+    assert_eq!(lb.web_cookie_decisions("expired").await, 1.0);
 }
 
 /// Decodes the key id out of a cookie value (layout: version, key-id length, key id, …).
@@ -172,10 +172,7 @@ async fn cookie_attributes_follow_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_route_is_404_from_limpet() {
     let bs = backends("r", 1).await;
-    let (addr, admin) = (free_addr(), free_addr());
-    let yaml =
-        config(addr, admin, &backend_list(&bs), COOKIE, "").replace("host: \"*\"", "host: \"*.example.com\"");
-    let lb = Limpet::start_with(&yaml, addr, admin).await;
+    let lb = PoolSpec::new(&bs).cookie().host("*.example.com").start().await;
     let c = client();
     let r = c
         .get(lb.url("/"))

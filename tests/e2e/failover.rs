@@ -41,7 +41,7 @@ async fn dead_backend_costs_no_request_and_only_its_users_move() {
         }
     }
     assert_eq!(moved.len(), 10);
-    assert_eq!(lb.decisions("repinned").await, 10.0);
+    assert_eq!(lb.web_cookie_decisions("repinned").await, 10.0);
     assert!(
         lb.metric(r#"limpet_backend_connect_errors_total{backend="d-2",pool="web"}"#)
             .await
@@ -57,31 +57,16 @@ async fn dead_backend_costs_no_request_and_only_its_users_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_backend_repins_and_draining_keeps_sessions() {
     let bs = backends("s", 3).await;
-    let (addr, admin) = (free_addr(), free_addr());
-    let cookie = "name: LIMPET, ttl: 15m";
-    let base = config(addr, admin, &backend_list(&bs), cookie, "");
-    let lb = Limpet::start_with(&base, addr, admin).await;
+    let spec = PoolSpec::new(&bs).cookie();
+    let lb = spec.start().await;
     let c = client();
     let mut pinned: HashMap<String, String> = HashMap::new();
     while pinned.len() < 3 {
         let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
         pinned.insert(r.backend, r.set_cookie.unwrap());
     }
-    let state = |s1: &str, s2: &str| {
-        base.replace(
-            &format!("id: s-1, address: \"{}\" }}", bs[0].addr),
-            &format!("id: s-1, address: \"{}\", state: {s1} }}", bs[0].addr),
-        )
-        .replace(
-            &format!("id: s-2, address: \"{}\" }}", bs[1].addr),
-            &format!("id: s-2, address: \"{}\", state: {s2} }}", bs[1].addr),
-        )
-    };
-    assert!(
-        lb.reload(&state("draining", "disabled")).await,
-        "{}",
-        lb.log_text()
-    );
+    let states = spec.clone().state("s-1", "draining").state("s-2", "disabled");
+    assert!(lb.reload_spec(&states).await, "{}", lb.log_text());
     // Draining s-1 keeps its user, disabled s-2 loses it.
     let r = get(&c, &lb.url("/"), &[pinned["s-1"].as_bytes()], "LIMPET").await;
     assert_eq!((r.backend.as_str(), r.set_cookie.is_none()), ("s-1", true));
@@ -92,7 +77,7 @@ async fn disabled_backend_repins_and_draining_keeps_sessions() {
     for _ in 0..10 {
         assert_eq!(get(&c, &lb.url("/"), &[], "LIMPET").await.backend, "s-3");
     }
-    assert_eq!(lb.decisions("backend_down").await, 1.0);
+    assert_eq!(lb.web_cookie_decisions("backend_down").await, 1.0);
     let m = lb.admin_get("/metrics").await;
     assert!(
         m.contains(r#"limpet_backend_state{backend="s-2",pool="web",state="disabled"} 1"#),
@@ -103,30 +88,11 @@ async fn disabled_backend_repins_and_draining_keeps_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_pool_answers_503_instead_of_moving_a_session() {
     let bs = backends("x", 2).await;
-    let (addr, admin) = (free_addr(), free_addr());
-    let base = config(
-        addr,
-        admin,
-        &backend_list(&bs),
-        "name: LIMPET, ttl: 15m",
-        "    on_backend_down: strict\n",
-    );
-    let lb = Limpet::start_with(&base, addr, admin).await;
+    let spec = PoolSpec::new(&bs).cookie().pool_key("on_backend_down: strict");
+    let lb = spec.start().await;
     let c = client();
     let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
-    let disabled = base.replace(
-        &format!(
-            "id: {}, address: \"{}\" }}",
-            r.backend,
-            bs.iter().find(|b| b.id == r.backend).unwrap().addr
-        ),
-        &format!(
-            "id: {}, address: \"{}\", state: disabled }}",
-            r.backend,
-            bs.iter().find(|b| b.id == r.backend).unwrap().addr
-        ),
-    );
-    assert!(lb.reload(&disabled).await);
+    assert!(lb.reload_spec(&spec.clone().state(&r.backend, "disabled")).await);
     let again = get(&c, &lb.url("/"), &[r.set_cookie.unwrap().as_bytes()], "LIMPET").await;
     assert_eq!(again.status, 503);
 }

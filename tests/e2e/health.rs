@@ -121,8 +121,11 @@ async fn dead_backend_leaves_and_returns_under_slow_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_checks_trip_on_errors_and_timeouts() {
     let bs = backends("pv", 3).await;
-    let pool = "    passive_health: { max_fails: 3, window: 10s, cooldown: 2s }\n";
-    let lb = Limpet::start_pool(&bs, COOKIE, pool, "  upstream_read_timeout: 300ms\n").await;
+    let spec = PoolSpec::new(&bs)
+        .cookie()
+        .pool_key("passive_health: { max_fails: 3, window: 10s, cooldown: 2s }")
+        .server_key("upstream_read_timeout: 300ms");
+    let lb = spec.start().await;
     let c = client();
     let first = get(&c, &lb.url("/"), &[], "LIMPET").await;
     let (cookie, home) = (first.set_cookie.unwrap(), first.backend);
@@ -133,20 +136,25 @@ async fn passive_checks_trip_on_errors_and_timeouts() {
     }
     wait_up(&lb, &home, 0.0).await;
     // A reload keeps the trip (health state belongs to the backend's id).
-    let yaml = std::fs::read_to_string(&lb.config).unwrap();
     assert!(
-        lb.reload(&yaml.replace("grace_period: 5s", "grace_period: 6s"))
+        lb.reload_spec(&spec.clone().server_key("client_idle_timeout: 31s"))
             .await
     );
     assert_eq!(up(&lb, &home).await, 0.0);
     let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
     assert_ne!(r.backend, home);
-    assert_eq!(lb.decisions("backend_down").await, 1.0);
+    assert_eq!(lb.web_cookie_decisions("backend_down").await, 1.0);
     assert!(lb
         .log_text()
         .contains("passive health check: backend taken out of rotation"));
-    // After the cooldown it is back.
+    // After the cooldown it is back, and takes new sessions again although it was
+    // out when the reload happened.
     wait_up(&lb, &home, 1.0).await;
+    let mut on_home = 0;
+    for _ in 0..12 {
+        on_home += usize::from(get(&c, &lb.url("/"), &[], "LIMPET").await.backend == home);
+    }
+    assert_eq!(on_home, 4, "new sessions on the recovered {home}, of 12");
 
     // A backend too slow for upstream_read_timeout trips it too.
     let second = loop {
@@ -192,14 +200,8 @@ async fn pool_with_nothing_usable_answers_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_backend_table_sessions_fall_to_zero() {
     let bs = backends("dr", 2).await;
-    let persistence = "      - header: { name: X-Session-Id, ttl: 2s }\n";
-    let (addr, admin) = (free_addr(), free_addr());
-    let lb = Limpet::start_with(
-        &pool_config((addr, admin), &backend_list(&bs), persistence, "", ""),
-        addr,
-        admin,
-    )
-    .await;
+    let spec = PoolSpec::new(&bs).method("header: { name: X-Session-Id, ttl: 2s }");
+    let lb = spec.start().await;
     let c = client();
     let send = |id: String| {
         let c = c.clone();
@@ -215,11 +217,7 @@ async fn draining_backend_table_sessions_fall_to_zero() {
             on_drained.push(u);
         }
     }
-    let list = backend_list(&bs).replace("id: dr-1,", "id: dr-1, state: draining,");
-    assert!(
-        lb.reload(&pool_config((addr, admin), &list, persistence, "", ""))
-            .await
-    );
+    assert!(lb.reload_spec(&spec.clone().state("dr-1", "draining")).await);
     let sessions = r#"limpet_backend_sessions{backend="dr-1",pool="web"}"#;
     assert_eq!(lb.metric(sessions).await, on_drained.len() as f64);
     // Its sessions keep reaching it; new ones never do.
@@ -368,7 +366,7 @@ async fn rebalancing_fills_a_new_backend_within_its_share_and_age() {
     }
     eprintln!("{moved} sessions moved");
     assert!((1..=7).contains(&moved), "{moved} sessions moved");
-    assert_eq!(lb.decisions("repinned").await, moved as f64);
+    assert_eq!(lb.web_cookie_decisions("repinned").await, moved as f64);
 }
 
 /// Balancing is built from the configured weights; health acts at pick time. A backend
@@ -377,23 +375,19 @@ async fn rebalancing_fills_a_new_backend_within_its_share_and_age() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_down_at_a_reload_takes_new_sessions_once_it_recovers() {
     let mut bs = backends("fr", 2).await;
-    let pool = "    health_check: { kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }\n";
-    let lb = Limpet::start_pool(&bs, COOKIE, pool, "").await;
+    let spec = PoolSpec::new(&bs)
+        .cookie()
+        .pool_key("health_check: { kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }");
+    let lb = spec.start().await;
     let c = client();
     // The same configuration with one harmless change, so that a reload happens.
-    let yaml = pool_config(
-        (lb.addr, lb.admin),
-        &backend_list(&bs),
-        COOKIE,
-        pool,
-        "  client_idle_timeout: 31s\n",
-    );
+    let changed = |idle: &str| spec.clone().server_key(&format!("client_idle_timeout: {idle}"));
 
     let a = bs.remove(0);
     let a_addr = a.addr;
     a.kill().await;
     wait_up(&lb, "fr-1", 0.0).await;
-    assert!(lb.reload(&yaml).await);
+    assert!(lb.reload_spec(&changed("31s")).await);
     let a = Backend::start("fr-1", a_addr).await.unwrap();
     wait_up(&lb, "fr-1", 1.0).await;
     let mut on_a = 0;
@@ -415,7 +409,7 @@ async fn a_backend_down_at_a_reload_takes_new_sessions_once_it_recovers() {
     }
     wait_up(&lb, "fr-1", 0.0).await;
     wait_up(&lb, "fr-2", 0.0).await;
-    assert!(lb.reload(&yaml.replace("31s", "32s")).await);
+    assert!(lb.reload_spec(&changed("32s")).await);
     let _b = Backend::start("fr-2", addrs[1]).await.unwrap();
     wait_up(&lb, "fr-2", 1.0).await;
     for _ in 0..4 {
@@ -442,14 +436,14 @@ async fn checks_slower_than_their_interval_never_overlap() {
         }
     });
     let bs = backends("ov", 1).await;
-    let list = format!(
-        "{}      - {{ id: mute, address: \"{addr}\" }}\n",
-        backend_list(&bs)
-    );
-    let (listen, admin) = (free_addr(), free_addr());
-    let pool = "    health_check: { kind: http, path: /healthz, interval: 100ms, timeout: 600ms, rise: 1, fall: 1 }\n";
-    let yaml = pool_config((listen, admin), &list, COOKIE, pool, "");
-    let lb = Limpet::start_with(&yaml, listen, admin).await;
+    let lb = PoolSpec::new(&bs)
+        .backend("mute", addr)
+        .cookie()
+        .pool_key(
+            "health_check: { kind: http, path: /healthz, interval: 100ms, timeout: 600ms, rise: 1, fall: 1 }",
+        )
+        .start()
+        .await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while accepted.lock().unwrap().len() < 4 {
         assert!(Instant::now() < deadline, "{}", lb.log_text());

@@ -102,9 +102,9 @@ async fn instances_share_every_pin_and_expire_together() {
         created.elapsed() < Duration::from_secs(2),
         "too slow to test a 3 s TTL"
     );
-    assert_eq!(b.method_decisions("header", "hit").await, 8.0);
-    assert_eq!(b.method_decisions("source_ip", "hit").await, 4.0);
-    assert_eq!(b.method_decisions("cookie", "hit").await, 8.0);
+    assert_eq!(b.web_decisions("header", "hit").await, 8.0);
+    assert_eq!(b.web_decisions("source_ip", "hit").await, 4.0);
+    assert_eq!(b.web_decisions("cookie", "hit").await, 8.0);
     // B's gauges count what A created, from Redis: 8 header and 8 + 4 source_ip
     // entries (B itself created none: each of its requests hit).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -115,11 +115,14 @@ async fn instances_share_every_pin_and_expire_together() {
     // Expiry is Redis's: after the static TTL both instances start anew.
     // (Whole seconds: a 3 s session lasts at least 3 s and less than 4 s.)
     tokio::time::sleep(Duration::from_millis(5500).saturating_sub(created.elapsed())).await;
-    let (a_before, b_before) = (a.started("header").await, b.started("header").await);
+    let (a_before, b_before) = (
+        a.web_sessions_started("header").await,
+        b.web_sessions_started("header").await,
+    );
     via(&c, &a, Some("user-0"), Some("10.3.0.1"), None).await;
     via(&c, &b, Some("user-1"), Some("10.3.0.2"), None).await;
-    assert_eq!(a.started("header").await, a_before + 1.0);
-    assert_eq!(b.started("header").await, b_before + 1.0);
+    assert_eq!(a.web_sessions_started("header").await, a_before + 1.0);
+    assert_eq!(b.web_sessions_started("header").await, b_before + 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,10 +227,10 @@ async fn redis_outage_costs_no_request_and_tables_resume() {
     redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let hits = lb.method_decisions("header", "hit").await;
+        let hits = lb.web_decisions("header", "hit").await;
         let first = via(&c, &lb, Some("after"), None, None).await;
         let again = via(&c, &lb, Some("after"), None, None).await;
-        if lb.method_decisions("header", "hit").await > hits && again.backend == first.backend {
+        if lb.web_decisions("header", "hit").await > hits && again.backend == first.backend {
             break;
         }
         assert!(
@@ -336,7 +339,7 @@ async fn tls_and_password() {
     loop {
         let first = via(&c, &lb, Some("tls-user"), None, None).await;
         let again = via(&c, &lb, Some("tls-user"), None, None).await;
-        if lb.method_decisions("header", "hit").await >= 1.0 {
+        if lb.web_decisions("header", "hit").await >= 1.0 {
             assert_eq!(first.backend, again.backend);
             break;
         }

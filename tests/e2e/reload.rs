@@ -321,13 +321,13 @@ async fn address_change_keeps_sessions_and_keys_rotate() {
     let old = std::mem::replace(&mut bs[0], moved);
     assert!(lb.reload(&conf(&bs, k1)).await);
     old.kill().await;
-    let hits = lb.decisions("hit").await;
+    let hits = lb.web_cookie_decisions("hit").await;
     for _ in 0..5 {
         let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
         assert_eq!((r.status, r.backend.as_str()), (200, bs[0].id.as_str()));
         assert!(r.set_cookie.is_none(), "the session was re-pinned");
     }
-    assert_eq!(lb.decisions("hit").await, hits + 5.0);
+    assert_eq!(lb.web_cookie_decisions("hit").await, hits + 5.0);
     for (u, home) in &table_users {
         let r = c
             .get(lb.url("/"))
@@ -347,10 +347,10 @@ async fn address_change_keeps_sessions_and_keys_rotate() {
     let fresh_cookie = fresh.set_cookie.unwrap();
     // k1 retired: its cookies are invalid, k2's still hit.
     assert!(lb.reload(&conf(&bs, k2)).await);
-    let invalid = lb.decisions("invalid").await;
+    let invalid = lb.web_cookie_decisions("invalid").await;
     let r = get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
     assert!(r.set_cookie.is_some());
-    assert_eq!(lb.decisions("invalid").await, invalid + 1.0);
+    assert_eq!(lb.web_cookie_decisions("invalid").await, invalid + 1.0);
     let r = get(&c, &lb.url("/"), &[fresh_cookie.as_bytes()], "LIMPET").await;
     assert_eq!(r.backend, fresh.backend);
     assert!(r.set_cookie.is_none());

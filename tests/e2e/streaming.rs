@@ -110,12 +110,15 @@ async fn websocket_to_a_dead_pinned_backend_is_repinned() {
     ws.close(None).await.unwrap();
     // The request is accounted for when its tunnel ends.
     for _ in 0..50 {
-        if lb.decisions("repinned").await == 1.0 {
+        if lb.web_cookie_decisions("repinned").await == 1.0 {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("repinned never counted: {}", lb.decisions("repinned").await);
+    panic!(
+        "repinned never counted: {}",
+        lb.web_cookie_decisions("repinned").await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,14 +40,14 @@ async fn header_table_triad_static_ttl_and_bad_input() {
     // Another id lands on the next backend (round robin).
     let bob = with_header(&c, &lb, "x-session-id", b"bob").await;
     assert_ne!(bob.backend, first.backend);
-    assert_eq!(lb.method_decisions("header", "new").await, 2.0);
-    assert_eq!(lb.method_decisions("header", "hit").await, 20.0);
+    assert_eq!(lb.web_decisions("header", "new").await, 2.0);
+    assert_eq!(lb.web_decisions("header", "hit").await, 20.0);
     // Requests during the session never extend it: keep asking until it expires.
     // (A session extended by each request would never end.)
     let mut expired_after = None;
     while created.elapsed() < Duration::from_secs(15) {
         with_header(&c, &lb, "x-session-id", b"alice").await;
-        if lb.started("header").await == 3.0 {
+        if lb.web_sessions_started("header").await == 3.0 {
             expired_after = Some(created.elapsed());
             break;
         }
@@ -60,7 +60,7 @@ async fn header_table_triad_static_ttl_and_bad_input() {
     assert_eq!(empty.status, 200);
     let huge = with_header(&c, &lb, "x-session-id", &[b'x'; 4000]).await;
     assert_eq!(huge.status, 200);
-    assert_eq!(lb.method_decisions("header", "invalid").await, 2.0);
+    assert_eq!(lb.web_decisions("header", "invalid").await, 2.0);
     let raw = with_header(&c, &lb, "x-session-id", b"caf\xe9-\xff").await;
     assert_eq!(raw.status, 200);
     assert_eq!(
@@ -132,8 +132,8 @@ async fn source_ip_uses_forwarded_for_only_from_trusted_peers() {
             b1
         );
     }
-    assert_eq!(lb.method_decisions("source_ip", "new").await, 2.0);
-    assert_eq!(lb.method_decisions("source_ip", "hit").await, 11.0);
+    assert_eq!(lb.web_decisions("source_ip", "new").await, 2.0);
+    assert_eq!(lb.web_decisions("source_ip", "hit").await, 11.0);
     drop(lb);
     // Expiry: a 1 s static TTL ends while the client keeps coming, and the next
     // request is a new session.
@@ -148,22 +148,20 @@ async fn source_ip_uses_forwarded_for_only_from_trusted_peers() {
     .await;
     let created = Instant::now();
     with_header(&c, &lb, "x-forwarded-for", b"10.9.9.9").await;
-    while lb.started("source_ip").await < 2.0 {
+    while lb.web_sessions_started("source_ip").await < 2.0 {
         assert!(created.elapsed() < Duration::from_secs(15), "never expired");
         with_header(&c, &lb, "x-forwarded-for", b"10.9.9.9").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(created.elapsed() >= Duration::from_secs(1));
-    assert!(lb.method_decisions("source_ip", "hit").await >= 1.0);
+    assert!(lb.web_decisions("source_ip", "hit").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_sessions_survive_reload_and_leave_disabled_backends() {
     let bs = backends("r", 3).await;
-    let persistence = "      - header: { name: X-Session-Id, ttl: 15m }\n";
-    let (addr, admin) = (free_addr(), free_addr());
-    let text = pool_config((addr, admin), &backend_list(&bs), persistence, "", "");
-    let lb = Limpet::start_with(&text, addr, admin).await;
+    let spec = PoolSpec::new(&bs).method("header: { name: X-Session-Id, ttl: 15m }");
+    let lb = spec.start().await;
     let c = client();
     let mut homes = Vec::new();
     for u in 0..9 {
@@ -172,14 +170,7 @@ async fn table_sessions_survive_reload_and_leave_disabled_backends() {
     }
     // Disable one backend by reload: only its users move, and they stay moved.
     let victim = homes[0].clone();
-    let list = backend_list(&bs).replace(
-        &format!("id: {victim},"),
-        &format!("id: {victim}, state: disabled,"),
-    );
-    assert!(
-        lb.reload(&pool_config((addr, admin), &list, persistence, "", ""))
-            .await
-    );
+    assert!(lb.reload_spec(&spec.clone().state(&victim, "disabled")).await);
     for (u, home) in homes.iter().enumerate() {
         let id = format!("user-{u}");
         let now = with_header(&c, &lb, "x-session-id", id.as_bytes()).await.backend;
@@ -195,7 +186,7 @@ async fn table_sessions_survive_reload_and_leave_disabled_backends() {
             assert_eq!(&now, home, "sessions of other backends survive the reload");
         }
     }
-    assert_eq!(lb.method_decisions("header", "backend_down").await, 3.0);
+    assert_eq!(lb.web_decisions("header", "backend_down").await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +222,7 @@ async fn consistent_hash_agrees_across_instances_and_backend_order() {
         "60 users spread over {} of 5 backends",
         used.len()
     );
-    assert!(one.method_decisions("hash", "hit").await >= 120.0);
+    assert!(one.web_decisions("hash", "hit").await >= 120.0);
 }
 
 /// Sends `id` under `name` and returns (status, backend).
@@ -243,45 +234,33 @@ async fn status_of(c: &reqwest::Client, lb: &Limpet, name: &str, id: &str) -> (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_keeps_and_strict_refuses_for_each_table_method() {
     let bs = backends("d", 3).await;
-    let (addr, admin) = (free_addr(), free_addr());
-    let server = "  trusted_proxies: [127.0.0.1]\n";
-    // (method, request header carrying the session, YAML of the method)
+    // (method, request header carrying the session, the method)
     let methods = [
         (
             "header",
             "x-session-id",
-            "      - header: { name: X-Session-Id, ttl: 15m }\n",
+            "header: { name: X-Session-Id, ttl: 15m }",
         ),
-        (
-            "source_ip",
-            "x-forwarded-for",
-            "      - source_ip: { ttl: 15m }\n",
-        ),
-        ("hash", "x-user", "      - hash: {}\n"),
+        ("source_ip", "x-forwarded-for", "source_ip: { ttl: 15m }"),
+        ("hash", "x-user", "hash: {}"),
     ];
-    let hash = "    hash: { key: \"header:X-User\" }\n";
-    let first = pool_config((addr, admin), &backend_list(&bs), methods[0].2, hash, server);
-    let lb = Limpet::start_with(&first, addr, admin).await;
+    let base = PoolSpec::new(&bs)
+        .server_key("trusted_proxies: [127.0.0.1]")
+        .pool_key("hash: { key: \"header:X-User\" }");
+    let lb = base.clone().method(methods[0].2).start().await;
     let c = client();
-    for (round, (method, header, yaml)) in methods.iter().enumerate() {
-        let conf =
-            |list: &str, pool: &str| pool_config((addr, admin), list, yaml, &format!("{hash}{pool}"), server);
-        assert!(lb.reload(&conf(&backend_list(&bs), "")).await);
+    for (round, (method, header, item)) in methods.iter().enumerate() {
+        let spec = base.clone().method(item);
+        assert!(lb.reload_spec(&spec).await);
         let id = |u: usize| format!("10.{round}.{u}.1");
         let mut homes = Vec::new();
         for u in 0..6 {
             homes.push(status_of(&c, &lb, header, &id(u)).await.1);
         }
         let victim = homes[0].clone();
-        let with_state = |state: &str| {
-            backend_list(&bs).replace(
-                &format!("id: {victim},"),
-                &format!("id: {victim}, state: {state},"),
-            )
-        };
         // Draining: every session keeps its backend, and no new table session lands
         // on the draining one.
-        assert!(lb.reload(&conf(&with_state("draining"), "")).await);
+        assert!(lb.reload_spec(&spec.clone().state(&victim, "draining")).await);
         for (u, home) in homes.iter().enumerate() {
             assert_eq!(&status_of(&c, &lb, header, &id(u)).await.1, home, "{method}");
         }
@@ -293,11 +272,12 @@ async fn draining_keeps_and_strict_refuses_for_each_table_method() {
         }
         // Strict: a disabled backend's sessions get 503 with Retry-After, the others
         // are served as before.
-        let backend_down = lb.method_decisions(method, "backend_down").await;
-        assert!(
-            lb.reload(&conf(&with_state("disabled"), "    on_backend_down: strict\n"))
-                .await
-        );
+        let backend_down = lb.web_decisions(method, "backend_down").await;
+        let strict = spec
+            .clone()
+            .state(&victim, "disabled")
+            .pool_key("on_backend_down: strict");
+        assert!(lb.reload_spec(&strict).await);
         for (u, home) in homes.iter().enumerate() {
             let resp = c.get(lb.url("/")).header(*header, id(u)).send().await.unwrap();
             if *home == victim {
@@ -315,7 +295,7 @@ async fn draining_keeps_and_strict_refuses_for_each_table_method() {
         }
         let victims = homes.iter().filter(|h| **h == victim).count() as f64;
         assert_eq!(
-            lb.method_decisions(method, "backend_down").await,
+            lb.web_decisions(method, "backend_down").await,
             backend_down + victims,
             "{method}"
         );
@@ -345,7 +325,7 @@ async fn session_ttl_header_is_capped_by_max_ttl() {
     let mut expired_after = None;
     while created.elapsed() < Duration::from_secs(15) {
         with_header(&c, &lb, "x-session-id", b"capped").await;
-        if lb.started("header").await >= 2.0 {
+        if lb.web_sessions_started("header").await >= 2.0 {
             expired_after = Some(created.elapsed());
             break;
         }
@@ -364,17 +344,9 @@ async fn session_ttl_header_is_capped_by_max_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_method_triad_and_bad_keys_from_every_source() {
     let bs = backends("k", 4).await;
-    let (addr, admin) = (free_addr(), free_addr());
-    let conf = |list: &str, key: &str| {
-        pool_config(
-            (addr, admin),
-            list,
-            "      - hash: {}\n",
-            &format!("    hash: {{ key: \"{key}\" }}\n"),
-            "",
-        )
-    };
-    let lb = Limpet::start_with(&conf(&backend_list(&bs), "header:X-User"), addr, admin).await;
+    let base = PoolSpec::new(&bs).method("hash: {}");
+    let keyed_by = |key: &str| base.clone().pool_key(&format!("hash: {{ key: \"{key}\" }}"));
+    let lb = keyed_by("header:X-User").start().await;
     let c = client();
     // No key: not sticky through the method, not counted; balance spreads it.
     let mut seen = std::collections::HashSet::new();
@@ -382,7 +354,7 @@ async fn hash_method_triad_and_bad_keys_from_every_source() {
         seen.insert(client_get(&c, &lb, &[]).await.1);
     }
     assert!(seen.len() > 1);
-    assert_eq!(lb.method_decisions("hash", "hit").await, 0.0);
+    assert_eq!(lb.web_decisions("hash", "hit").await, 0.0);
     // A key: the same backend every time.
     let mut homes = Vec::new();
     for u in 0..40 {
@@ -393,11 +365,10 @@ async fn hash_method_triad_and_bad_keys_from_every_source() {
     }
     // Its backend disabled: only that backend's keys move, and they stay moved.
     let victim = homes[0].clone();
-    let list = backend_list(&bs).replace(
-        &format!("id: {victim},"),
-        &format!("id: {victim}, state: disabled,"),
+    assert!(
+        lb.reload_spec(&keyed_by("header:X-User").state(&victim, "disabled"))
+            .await
     );
-    assert!(lb.reload(&conf(&list, "header:X-User")).await);
     for (u, home) in homes.iter().enumerate() {
         let user = format!("user-{u}");
         let now = status_of(&c, &lb, "x-user", &user).await.1;
@@ -409,12 +380,12 @@ async fn hash_method_triad_and_bad_keys_from_every_source() {
         }
     }
     let moved = homes.iter().filter(|h| **h == victim).count() as f64;
-    assert_eq!(lb.method_decisions("hash", "backend_down").await, 2.0 * moved);
+    assert_eq!(lb.web_decisions("hash", "backend_down").await, 2.0 * moved);
     // Bad keys from every source: empty, huge, not UTF-8. Each is still a key (the
     // same bytes give the same backend) and never an error.
     let huge = "x".repeat(6000);
     for key in ["header:X-User", "cookie:uid", "query:u"] {
-        assert!(lb.reload(&conf(&backend_list(&bs), key)).await);
+        assert!(lb.reload_spec(&keyed_by(key)).await);
         let values: [&[u8]; 4] = [b"", huge.as_bytes(), b"caf\xe9\xff", b"%zz%00"];
         for v in values {
             let once = keyed(&c, &lb, key, v).await;

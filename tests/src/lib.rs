@@ -109,6 +109,159 @@ pub fn backend_list(bs: &[Backend]) -> String {
         .collect()
 }
 
+/// One backend of a [`PoolSpec`].
+#[derive(Clone, Debug)]
+struct BackendSpec {
+    id: String,
+    address: SocketAddr,
+    state: Option<String>,
+    weight: Option<u32>,
+}
+
+/// A test configuration with one pool `web` behind one route, built in code and
+/// rendered to YAML, so that tests change a key by name instead of editing text.
+///
+/// ```text
+/// let spec = PoolSpec::new(&bs).cookie().pool_key("slow_start: 3s");
+/// let lb = spec.start().await;
+/// assert!(lb.reload_spec(&spec.clone().state("web-1", "draining")).await);
+/// ```
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    backends: Vec<BackendSpec>,
+    methods: Vec<String>,
+    pool_keys: Vec<String>,
+    server_keys: Vec<String>,
+    host: String,
+}
+
+impl PoolSpec {
+    /// Pool `web` over `bs` (all active, weight 1), no persistence yet, on fresh ports.
+    pub fn new(bs: &[Backend]) -> Self {
+        Self {
+            listen: free_addr(),
+            admin: free_addr(),
+            backends: bs
+                .iter()
+                .map(|b| BackendSpec {
+                    id: b.id.clone(),
+                    address: b.addr,
+                    state: None,
+                    weight: None,
+                })
+                .collect(),
+            methods: Vec::new(),
+            pool_keys: Vec::new(),
+            server_keys: Vec::new(),
+            host: "*".into(),
+        }
+    }
+
+    /// Adds a persistence method, as one YAML flow item (`header: { name: X-Id }`).
+    pub fn method(mut self, item: &str) -> Self {
+        self.methods.push(item.into());
+        self
+    }
+
+    /// Adds the standard cookie method: `LIMPET`, 15 minutes.
+    pub fn cookie(self) -> Self {
+        self.method("cookie: { name: LIMPET, ttl: 15m }")
+    }
+
+    /// Sets a key of the pool (`slow_start: 3s`).
+    pub fn pool_key(mut self, line: &str) -> Self {
+        self.pool_keys.push(line.into());
+        self
+    }
+
+    /// Sets a key of `server:` (`upstream_read_timeout: 300ms`).
+    pub fn server_key(mut self, line: &str) -> Self {
+        self.server_keys.push(line.into());
+        self
+    }
+
+    /// The route's host pattern (`*` by default).
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Adds a backend.
+    pub fn backend(mut self, id: &str, address: SocketAddr) -> Self {
+        self.backends.push(BackendSpec {
+            id: id.into(),
+            address,
+            state: None,
+            weight: None,
+        });
+        self
+    }
+
+    fn backend_mut(&mut self, id: &str) -> &mut BackendSpec {
+        self.backends
+            .iter_mut()
+            .find(|b| b.id == id)
+            .unwrap_or_else(|| panic!("no backend {id} in this spec"))
+    }
+
+    /// Sets backend `id`'s state (`active`, `draining`, `disabled`).
+    pub fn state(mut self, id: &str, state: &str) -> Self {
+        self.backend_mut(id).state = Some(state.into());
+        self
+    }
+
+    /// Sets backend `id`'s weight.
+    pub fn weight(mut self, id: &str, weight: u32) -> Self {
+        self.backend_mut(id).weight = Some(weight);
+        self
+    }
+
+    pub fn yaml(&self) -> String {
+        let mut y =
+            String::from("server:\n  threads: 2\n  grace_period: 5s\n  upstream_connect_timeout: 1s\n");
+        for k in &self.server_keys {
+            y += &format!("  {k}\n");
+        }
+        y += &format!(
+            "listeners:\n  - address: \"{}\"\nadmin:\n  address: \"{}\"\n",
+            self.listen, self.admin
+        );
+        y += "cookie_keys:\n  - { id: k1, secret_env: LIMPET_TEST_KEY }\n";
+        y += &format!(
+            "routes:\n  - {{ host: \"{}\", path_prefix: /, pool: web }}\npools:\n  web:\n",
+            self.host
+        );
+        for k in &self.pool_keys {
+            y += &format!("    {k}\n");
+        }
+        if !self.methods.is_empty() {
+            y += "    persistence:\n";
+            for m in &self.methods {
+                y += &format!("      - {m}\n");
+            }
+        }
+        y += "    backends:\n";
+        for b in &self.backends {
+            y += &format!("      - {{ id: {}, address: \"{}\"", b.id, b.address);
+            if let Some(s) = &b.state {
+                y += &format!(", state: {s}");
+            }
+            if let Some(w) = b.weight {
+                y += &format!(", weight: {w}");
+            }
+            y += " }\n";
+        }
+        y
+    }
+
+    /// Starts limpet on this configuration.
+    pub async fn start(&self) -> Limpet {
+        Limpet::start_with(&self.yaml(), self.listen, self.admin).await
+    }
+}
+
 /// A running limpet process. Killed on drop.
 pub struct Limpet {
     pub child: Child,
@@ -290,6 +443,11 @@ impl Limpet {
         }
     }
 
+    /// [`Limpet::reload`] with `spec` rendered.
+    pub async fn reload_spec(&self, spec: &PoolSpec) -> bool {
+        self.reload(&spec.yaml()).await
+    }
+
     pub async fn admin_get(&self, path: &str) -> String {
         reqwest::get(format!("http://{}{path}", self.admin))
             .await
@@ -327,12 +485,12 @@ impl Limpet {
     }
 
     /// `limpet_persistence_decisions_total` of the cookie method in pool `web`.
-    pub async fn decisions(&self, outcome: &str) -> f64 {
-        self.method_decisions("cookie", outcome).await
+    pub async fn web_cookie_decisions(&self, outcome: &str) -> f64 {
+        self.web_decisions("cookie", outcome).await
     }
 
     /// `limpet_persistence_decisions_total` of `method` in pool `web`.
-    pub async fn method_decisions(&self, method: &str, outcome: &str) -> f64 {
+    pub async fn web_decisions(&self, method: &str, outcome: &str) -> f64 {
         self.metric(&format!(
             r#"limpet_persistence_decisions_total{{method="{method}",outcome="{outcome}",pool="web"}}"#
         ))
@@ -342,8 +500,8 @@ impl Limpet {
     /// Sessions of `method` that began anew: `new` plus `expired` decisions. A session
     /// that expired is `expired` when a request finds it, or `new` when the store's
     /// sweep removed it first.
-    pub async fn started(&self, method: &str) -> f64 {
-        self.method_decisions(method, "new").await + self.method_decisions(method, "expired").await
+    pub async fn web_sessions_started(&self, method: &str) -> f64 {
+        self.web_decisions(method, "new").await + self.web_decisions(method, "expired").await
     }
 
     pub fn url(&self, path: &str) -> String {
