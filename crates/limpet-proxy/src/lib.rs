@@ -25,3 +25,6 @@ pub use load::{load_file, Loaded};
 pub use proxy::Limpet;
 pub use shared::Shared;
 pub use snapshot::Snapshot;
+
+#[cfg(test)]
+mod tests;
