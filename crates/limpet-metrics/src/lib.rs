@@ -2,10 +2,40 @@
 //! handles. Label values come only from configuration ids; handles are resolved when a
 //! snapshot is built, so the request path touches only atomics.
 
+use limpet_config::{BackendId, BackendState, PoolId};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The labels of one backend's series.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendKey<'a> {
+    pub pool: &'a PoolId,
+    pub backend: &'a BackendId,
+}
+
+impl BackendKey<'_> {
+    fn labels(&self) -> [&str; 2] {
+        [self.pool.as_str(), self.backend.as_str()]
+    }
+}
+
+/// The `pool` label of limpet's own responses: a pool, or none when no route matched.
+#[derive(Debug, Clone, Copy)]
+pub enum PoolLabel<'a> {
+    Pool(&'a PoolId),
+    Unrouted,
+}
+
+impl PoolLabel<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            PoolLabel::Pool(p) => p.as_str(),
+            PoolLabel::Unrouted => "",
+        }
+    }
+}
 
 /// HTTP status classes used as the `code` label.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -310,44 +340,44 @@ impl Metrics {
 
     /// Counters of limpet's own responses for `pool` ("" for requests no route
     /// matched), one per kind, all created at 0.
-    pub fn responses(&self, pool: &str, kinds: &[ResponseKind]) -> ResponseCounters {
+    pub fn responses(&self, pool: PoolLabel<'_>, kinds: &[ResponseKind]) -> ResponseCounters {
         ResponseCounters(
             kinds
                 .iter()
                 .map(|(code, reason)| {
                     self.responses
-                        .with_label_values(&[pool, &code.to_string(), reason])
+                        .with_label_values(&[pool.as_str(), &code.to_string(), reason])
                 })
                 .collect(),
         )
     }
 
     /// Removes a pool's response series when a reload drops the pool.
-    pub fn remove_responses(&self, pool: &str, kinds: &[ResponseKind]) {
+    pub fn remove_responses(&self, pool: &PoolId, kinds: &[ResponseKind]) {
         for (code, reason) in kinds {
             let _ = self
                 .responses
-                .remove_label_values(&[pool, &code.to_string(), reason]);
+                .remove_label_values(&[pool.as_str(), &code.to_string(), reason]);
         }
     }
 
     /// Publishes a backend's live table sessions (refreshed at scrape time).
-    pub fn set_backend_sessions(&self, pool: &str, backend: &str, n: u64) {
+    pub fn set_backend_sessions(&self, key: BackendKey<'_>, n: u64) {
         self.backend_sessions
-            .with_label_values(&[pool, backend])
+            .with_label_values(&key.labels())
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Publishes a pool's entries in the session store (refreshed at scrape time).
-    pub fn set_store_entries(&self, pool: &str, n: u64) {
+    pub fn set_store_entries(&self, pool: &PoolId, n: u64) {
         self.store_entries
-            .with_label_values(&[pool])
+            .with_label_values(&[pool.as_str()])
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Removes a pool's store series when a reload drops the pool.
-    pub fn remove_store_entries(&self, pool: &str) {
-        let _ = self.store_entries.remove_label_values(&[pool]);
+    pub fn remove_store_entries(&self, pool: &PoolId) {
+        let _ = self.store_entries.remove_label_values(&[pool.as_str()]);
     }
 
     /// Raises `limpet_session_store_errors_total{kind}` to a store's running total.
@@ -360,16 +390,10 @@ impl Metrics {
     }
 
     /// Handles for one backend; also publishes its state and weight.
-    pub fn backend(
-        &self,
-        pool: &str,
-        backend: &str,
-        state: &str,
-        states: &[&str],
-        weight: u32,
-    ) -> BackendMetrics {
-        self.set_backend_state(pool, backend, state, states);
-        self.set_backend_weight(pool, backend, weight);
+    pub fn backend(&self, key: BackendKey<'_>, state: BackendState, weight: u32) -> BackendMetrics {
+        self.set_backend_state(key, state);
+        self.set_backend_weight(key, weight);
+        let [pool, backend] = key.labels();
         BackendMetrics {
             requests: CODE_CLASSES.map(|c| self.requests.with_label_values(&[pool, backend, c])),
             response_seconds: self.response_seconds.with_label_values(&[pool, backend]),
@@ -382,49 +406,52 @@ impl Metrics {
         }
     }
 
-    /// `limpet_backend_state`: 1 for `state`, 0 for the other `states`.
-    pub fn set_backend_state(&self, pool: &str, backend: &str, state: &str, states: &[&str]) {
-        for s in states {
+    /// `limpet_backend_state`: 1 for `state`, 0 for the others.
+    pub fn set_backend_state(&self, key: BackendKey<'_>, state: BackendState) {
+        let [pool, backend] = key.labels();
+        for s in BackendState::ALL {
             self.state
-                .with_label_values(&[pool, backend, s])
+                .with_label_values(&[pool, backend, s.as_str()])
                 .set(i64::from(*s == state));
         }
     }
 
-    pub fn set_backend_weight(&self, pool: &str, backend: &str, weight: u32) {
+    pub fn set_backend_weight(&self, key: BackendKey<'_>, weight: u32) {
         self.weight
-            .with_label_values(&[pool, backend])
+            .with_label_values(&key.labels())
             .set(f64::from(weight));
     }
 
     /// Removes every series of a backend that a new configuration no longer has.
-    pub fn remove_backend(&self, pool: &str, backend: &str, states: &[&str]) {
+    pub fn remove_backend(&self, key: BackendKey<'_>) {
+        let [pool, backend] = key.labels();
         for c in CODE_CLASSES {
             let _ = self.requests.remove_label_values(&[pool, backend, c]);
         }
-        for s in states {
-            let _ = self.state.remove_label_values(&[pool, backend, s]);
+        for s in BackendState::ALL {
+            let _ = self.state.remove_label_values(&[pool, backend, s.as_str()]);
         }
-        let _ = self.response_seconds.remove_label_values(&[pool, backend]);
-        let _ = self.in_flight.remove_label_values(&[pool, backend]);
-        let _ = self.connect_errors.remove_label_values(&[pool, backend]);
-        let _ = self.weight.remove_label_values(&[pool, backend]);
-        let _ = self.up.remove_label_values(&[pool, backend]);
+        let pb = [pool, backend];
+        let _ = self.response_seconds.remove_label_values(&pb);
+        let _ = self.in_flight.remove_label_values(&pb);
+        let _ = self.connect_errors.remove_label_values(&pb);
+        let _ = self.weight.remove_label_values(&pb);
+        let _ = self.up.remove_label_values(&pb);
         for r in ["ok", "fail"] {
             let _ = self.health_checks.remove_label_values(&[pool, backend, r]);
         }
-        let _ = self.backend_sessions.remove_label_values(&[pool, backend]);
+        let _ = self.backend_sessions.remove_label_values(&pb);
     }
 
     /// Decision counters for a pool's methods (names) × outcomes (names).
-    pub fn decisions(&self, pool: &str, methods: &[&str], outcomes: &[&str]) -> DecisionMetrics {
+    pub fn decisions(&self, pool: &PoolId, methods: &[&str], outcomes: &[&str]) -> DecisionMetrics {
         DecisionMetrics {
             counters: methods
                 .iter()
                 .map(|m| {
                     outcomes
                         .iter()
-                        .map(|o| self.decisions.with_label_values(&[pool, m, o]))
+                        .map(|o| self.decisions.with_label_values(&[pool.as_str(), m, o]))
                         .collect()
                 })
                 .collect(),
@@ -432,9 +459,9 @@ impl Metrics {
     }
 
     /// Removes the decision series of a pool (or of a method it no longer has).
-    pub fn remove_decisions(&self, pool: &str, method: &str, outcomes: &[&str]) {
+    pub fn remove_decisions(&self, pool: &PoolId, method: &str, outcomes: &[&str]) {
         for o in outcomes {
-            let _ = self.decisions.remove_label_values(&[pool, method, o]);
+            let _ = self.decisions.remove_label_values(&[pool.as_str(), method, o]);
         }
     }
 
@@ -458,7 +485,9 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    const STATES: &[&str] = &["active", "draining", "disabled"];
+    fn key<'a>(pool: &'a PoolId, backend: &'a BackendId) -> BackendKey<'a> {
+        BackendKey { pool, backend }
+    }
 
     fn text(m: &Metrics) -> String {
         String::from_utf8(m.render()).unwrap()
@@ -467,7 +496,8 @@ mod tests {
     #[test]
     fn backend_series_appear_and_disappear() {
         let m = Metrics::new().unwrap();
-        let b = m.backend("web", "web-1", "draining", STATES, 3);
+        let (web, web1) = (PoolId::new("web"), BackendId::new("web-1"));
+        let b = m.backend(key(&web, &web1), BackendState::Draining, 3);
         b.count_status(204);
         b.count_status(503);
         b.in_flight.inc();
@@ -480,7 +510,7 @@ mod tests {
         assert!(t.contains(r#"limpet_backend_state{backend="web-1",pool="web",state="draining"} 1"#));
         assert!(t.contains(r#"limpet_backend_state{backend="web-1",pool="web",state="active"} 0"#));
         assert!(t.contains(r#"limpet_backend_weight{backend="web-1",pool="web"} 3"#));
-        m.remove_backend("web", "web-1", STATES);
+        m.remove_backend(key(&web, &web1));
         assert!(!text(&m).contains("web-1"));
     }
 
@@ -489,7 +519,7 @@ mod tests {
     #[test]
     fn backend_sessions_help_names_both_sources() {
         let m = Metrics::new().unwrap();
-        m.set_backend_sessions("web", "web-1", 3);
+        m.set_backend_sessions(key(&PoolId::new("web"), &BackendId::new("web-1")), 3);
         let t = text(&m);
         let help = t
             .lines()
@@ -501,7 +531,7 @@ mod tests {
     #[test]
     fn decisions_by_method_and_outcome() {
         let m = Metrics::new().unwrap();
-        let d = m.decisions("web", &["cookie"], &["hit", "new"]);
+        let d = m.decisions(&PoolId::new("web"), &["cookie"], &["hit", "new"]);
         d.count(0, 1);
         d.count(0, 1);
         d.count(3, 9); // out of range: ignored, never a panic

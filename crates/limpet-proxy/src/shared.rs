@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use limpet_config::{BackendId, PoolId};
-use limpet_metrics::{Metrics, ResponseCounters};
+use limpet_metrics::{BackendKey, Metrics, PoolLabel, ResponseCounters};
 use limpet_sessions::SessionStore;
 
 use crate::clock::unix_now;
@@ -28,7 +28,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(snapshot: Snapshot, metrics: Metrics, store: Arc<dyn SessionStore>) -> Self {
-        let unrouted = metrics.responses("", &Refusal::unrouted_kinds());
+        let unrouted = metrics.responses(PoolLabel::Unrouted, &Refusal::unrouted_kinds());
         Self {
             current: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -46,12 +46,15 @@ impl Shared {
         for pool in &snap.pools {
             if pool.uses_tables {
                 self.metrics
-                    .set_store_entries(pool.id.as_str(), self.store.entries(&pool.id));
+                    .set_store_entries(&pool.id, self.store.entries(&pool.id));
             }
             for b in &pool.backends {
                 if let Some(n) = pool.sessions(b, self.store.as_ref(), now) {
-                    self.metrics
-                        .set_backend_sessions(pool.id.as_str(), b.id.as_str(), n);
+                    let key = BackendKey {
+                        pool: &pool.id,
+                        backend: &b.id,
+                    };
+                    self.metrics.set_backend_sessions(key, n);
                 }
             }
         }

@@ -14,7 +14,7 @@ use limpet_config::{
     Backend, BackendId, BackendState, Balance, Config, HashConfig, HealthCheck, HostMatch, OnBackendDown,
     PassiveHealth, Persistence, PoolId,
 };
-use limpet_metrics::{BackendMetrics, DecisionMetrics, Metrics, ResponseCounters};
+use limpet_metrics::{BackendKey, BackendMetrics, DecisionMetrics, Metrics, PoolLabel, ResponseCounters};
 use limpet_sessions::SessionStore;
 
 use crate::exchange::Refusal;
@@ -79,10 +79,6 @@ const METHODS: [&str; 4] = ["cookie", "source_ip", "header", "hash"];
 
 pub fn outcome_index(o: Outcome) -> usize {
     Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0)
-}
-
-fn states() -> Vec<&'static str> {
-    BackendState::ALL.iter().map(|s| s.as_str()).collect()
 }
 
 impl BackendRt {
@@ -210,19 +206,19 @@ fn policy(b: Balance) -> Policy {
 /// its state and weight gauges updated if they changed.
 fn backend_metrics(
     metrics: &Metrics,
-    pool: &str,
+    pool: &PoolId,
     b: &Backend,
-    states: &[&str],
     known: Option<&BackendRt>,
 ) -> BackendMetrics {
+    let key = BackendKey { pool, backend: &b.id };
     let Some(old) = known else {
-        return metrics.backend(pool, b.id.as_str(), b.state.as_str(), states, b.weight);
+        return metrics.backend(key, b.state, b.weight);
     };
     if old.state != b.state {
-        metrics.set_backend_state(pool, b.id.as_str(), b.state.as_str(), states);
+        metrics.set_backend_state(key, b.state);
     }
     if old.weight != b.weight {
-        metrics.set_backend_weight(pool, b.id.as_str(), b.weight);
+        metrics.set_backend_weight(key, b.weight);
     }
     old.metrics.clone()
 }
@@ -243,7 +239,6 @@ impl Snapshot {
             keyring,
             warnings: _,
         } = loaded;
-        let states = states();
         let mut pools = Vec::with_capacity(config.pools.len());
         let mut index = HashMap::new();
         // What survives from the previous generation is reused rather than rebuilt:
@@ -272,7 +267,7 @@ impl Snapshot {
                 .map(|b: &Backend| {
                     let known =
                         before.and_then(|p| Some(&p.backends[p.backend_index(b.id.as_str().as_bytes())?]));
-                    let metrics = backend_metrics(metrics, pool.id.as_str(), b, &states, known);
+                    let metrics = backend_metrics(metrics, &pool.id, b, known);
                     if known.is_none() {
                         metrics.up.set(1);
                     }
@@ -342,11 +337,11 @@ impl Snapshot {
             let outcomes = Outcome::ALL.map(Outcome::as_str);
             let decisions = match before {
                 Some(p) if p.method_names == labels => p.decisions.clone(),
-                _ => metrics.decisions(pool.id.as_str(), &labels, &outcomes),
+                _ => metrics.decisions(&pool.id, &labels, &outcomes),
             };
             let responses = match before {
                 Some(p) => p.responses.clone(),
-                None => metrics.responses(pool.id.as_str(), &Refusal::pool_kinds()),
+                None => metrics.responses(PoolLabel::Pool(&pool.id), &Refusal::pool_kinds()),
             };
             pools.push(PoolRt {
                 responses,
@@ -394,21 +389,24 @@ impl Snapshot {
                 let now = pools.iter().find(|p| p.id == old.id);
                 for b in &old.backends {
                     if now.is_none_or(|p| p.backend_index(b.id.as_str().as_bytes()).is_none()) {
-                        metrics.remove_backend(old.id.as_str(), b.id.as_str(), &states);
+                        metrics.remove_backend(BackendKey {
+                            pool: &old.id,
+                            backend: &b.id,
+                        });
                     }
                 }
                 let outcomes = Outcome::ALL.map(Outcome::as_str);
                 for m in METHODS {
                     let kept = now.is_some_and(|p| p.methods.iter().any(|x| x.method() == m));
                     if !kept {
-                        metrics.remove_decisions(old.id.as_str(), m, &outcomes);
+                        metrics.remove_decisions(&old.id, m, &outcomes);
                     }
                 }
                 if now.is_none() {
-                    metrics.remove_responses(old.id.as_str(), &Refusal::pool_kinds());
+                    metrics.remove_responses(&old.id, &Refusal::pool_kinds());
                 }
                 if now.is_none_or(|p| !p.uses_tables) {
-                    metrics.remove_store_entries(old.id.as_str());
+                    metrics.remove_store_entries(&old.id);
                 }
             }
         }
