@@ -2,40 +2,18 @@
 //! handles. Label values come only from configuration ids; handles are resolved when a
 //! snapshot is built, so the request path touches only atomics.
 
-use limpet_config::{BackendId, BackendState, PoolId};
+use limpet_config::{BackendState, PoolId};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-/// The labels of one backend's series.
-#[derive(Debug, Clone, Copy)]
-pub struct BackendKey<'a> {
-    pub pool: &'a PoolId,
-    pub backend: &'a BackendId,
-}
+mod handles;
 
-impl BackendKey<'_> {
-    fn labels(&self) -> [&str; 2] {
-        [self.pool.as_str(), self.backend.as_str()]
-    }
-}
-
-/// The `pool` label of limpet's own responses: a pool, or none when no route matched.
-#[derive(Debug, Clone, Copy)]
-pub enum PoolLabel<'a> {
-    Pool(&'a PoolId),
-    Unrouted,
-}
-
-impl PoolLabel<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            PoolLabel::Pool(p) => p.as_str(),
-            PoolLabel::Unrouted => "",
-        }
-    }
-}
+pub use handles::{
+    BackendKey, BackendMetrics, DecisionMetrics, InFlight, PoolLabel, ResponseCounters, ResponseKind,
+    STORE_ERROR_KINDS,
+};
 
 /// HTTP status classes used as the `code` label.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -69,94 +47,6 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
-}
-
-/// Per-backend handles, resolved once per snapshot.
-#[derive(Clone)]
-pub struct BackendMetrics {
-    requests: [IntCounter; 5],
-    pub response_seconds: Histogram,
-    pub in_flight: IntGauge,
-    pub connect_errors: IntCounter,
-    /// `limpet_backend_up`: 1 while health checks (active and passive) pass.
-    pub up: IntGauge,
-    /// `limpet_backend_weight`: configured weight times the slow-start ramp.
-    pub weight: Gauge,
-    checks_ok: IntCounter,
-    checks_failed: IntCounter,
-}
-
-/// One in-flight slot of a backend; dropping it releases the slot, so the gauge stays
-/// right on every path (retries, errors, client aborts).
-pub struct InFlight(IntGauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-impl BackendMetrics {
-    pub fn in_flight_slot(&self) -> InFlight {
-        self.in_flight.inc();
-        InFlight(self.in_flight.clone())
-    }
-
-    /// Counts one active health check.
-    pub fn count_check(&self, ok: bool) {
-        if ok {
-            self.checks_ok.inc();
-        } else {
-            self.checks_failed.inc();
-        }
-    }
-
-    /// Counts one finished request under its status class.
-    pub fn count_status(&self, status: u16) {
-        let class = match status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            _ => 4,
-        };
-        self.requests[class].inc();
-    }
-}
-
-/// Counters of the responses limpet makes itself for one pool (or for requests that
-/// matched none): one per kind, in the order the kinds were given.
-#[derive(Clone)]
-pub struct ResponseCounters(Vec<IntCounter>);
-
-impl ResponseCounters {
-    /// `kind` indexes the kind list given to [`Metrics::responses`].
-    pub fn count(&self, kind: usize) {
-        if let Some(c) = self.0.get(kind) {
-            c.inc();
-        }
-    }
-}
-
-/// One kind of response limpet makes: its status code and reason label.
-pub type ResponseKind = (u16, &'static str);
-
-/// Store error kinds, as in `limpet_session_store_errors_total{kind}`.
-pub const STORE_ERROR_KINDS: [&str; 3] = ["timeout", "connection", "evicted"];
-
-/// Per-pool, per-method decision counters: `[method][outcome]`.
-#[derive(Clone)]
-pub struct DecisionMetrics {
-    counters: Vec<Vec<IntCounter>>,
-}
-
-impl DecisionMetrics {
-    /// `outcome` indexes the outcome list given to [`Metrics::decisions`].
-    pub fn count(&self, method: usize, outcome: usize) {
-        if let Some(c) = self.counters.get(method).and_then(|m| m.get(outcome)) {
-            c.inc();
-        }
-    }
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> Result<T, MetricsError> {
@@ -482,60 +372,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key<'a>(pool: &'a PoolId, backend: &'a BackendId) -> BackendKey<'a> {
-        BackendKey { pool, backend }
-    }
-
-    fn text(m: &Metrics) -> String {
-        String::from_utf8(m.render()).unwrap()
-    }
-
-    #[test]
-    fn backend_series_appear_and_disappear() {
-        let m = Metrics::new().unwrap();
-        let (web, web1) = (PoolId::new("web"), BackendId::new("web-1"));
-        let b = m.backend(key(&web, &web1), BackendState::Draining, 3);
-        b.count_status(204);
-        b.count_status(503);
-        b.in_flight.inc();
-        let t = text(&m);
-        assert!(
-            t.contains(r#"limpet_backend_requests_total{backend="web-1",code="2xx",pool="web"} 1"#),
-            "{t}"
-        );
-        assert!(t.contains(r#"limpet_backend_requests_total{backend="web-1",code="5xx",pool="web"} 1"#));
-        assert!(t.contains(r#"limpet_backend_state{backend="web-1",pool="web",state="draining"} 1"#));
-        assert!(t.contains(r#"limpet_backend_state{backend="web-1",pool="web",state="active"} 0"#));
-        assert!(t.contains(r#"limpet_backend_weight{backend="web-1",pool="web"} 3"#));
-        m.remove_backend(key(&web, &web1));
-        assert!(!text(&m).contains("web-1"));
-    }
-
-    /// The HELP of `limpet_backend_sessions` says what the number is: table entries
-    /// plus the estimate of cookie sessions.
-    #[test]
-    fn backend_sessions_help_names_both_sources() {
-        let m = Metrics::new().unwrap();
-        m.set_backend_sessions(key(&PoolId::new("web"), &BackendId::new("web-1")), 3);
-        let t = text(&m);
-        let help = t
-            .lines()
-            .find(|l| l.starts_with("# HELP limpet_backend_sessions "))
-            .unwrap();
-        assert!(help.contains("table") && help.contains("cookie"), "{help}");
-    }
-
-    #[test]
-    fn decisions_by_method_and_outcome() {
-        let m = Metrics::new().unwrap();
-        let d = m.decisions(&PoolId::new("web"), &["cookie"], &["hit", "new"]);
-        d.count(0, 1);
-        d.count(0, 1);
-        d.count(3, 9); // out of range: ignored, never a panic
-        assert!(text(&m)
-            .contains(r#"limpet_persistence_decisions_total{method="cookie",outcome="new",pool="web"} 2"#));
-    }
-}
+mod tests;

@@ -12,7 +12,8 @@ use pingora_core::upstreams::peer::HttpPeer;
 
 use crate::clock::now_ms;
 use crate::persist::{Eval, Resolution};
-use crate::snapshot::{PoolRt, Snapshot};
+use crate::pool::PoolRt;
+use crate::snapshot::Snapshot;
 
 /// The backend choices of one request.
 #[derive(Default)]

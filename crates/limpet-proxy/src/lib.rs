@@ -12,6 +12,7 @@ mod keys;
 mod live;
 mod load;
 mod persist;
+mod pool;
 mod proxy;
 mod request;
 mod shared;

@@ -11,19 +11,24 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use limpet_affinity::{
-    app_cookie, cookie_values, delete_cookie, encode_session, resolve_cookie, set_cookie, CookieLookup,
-    Follow, Held, Issue, Keyring, Lifetime, Outcome, Scheme, Scope, Served, MAX_APP_VALUE,
+    cookie_values, resolve_cookie, CookieLookup, Held, Issue, Outcome, Scope, MAX_APP_VALUE,
 };
-use limpet_config::{CookiePersistence, HashKey, HeaderPersistence, Persistence};
-use limpet_sessions::{Lookup, SessionStore, TableKey};
+use limpet_config::{HashKey, Persistence};
+use limpet_sessions::{SessionStore, TableKey};
+
+mod cookies;
+mod tables;
+
+pub use cookies::set_cookies;
+pub use tables::{header_ttl, record_tables};
+
+use cookies::counted;
+use tables::look_up;
 
 use crate::clock::now_ms;
+use crate::pool::PoolRt;
 use crate::request::{masked_ip, query_param};
-use crate::snapshot::{outcome_index, PoolRt, Snapshot};
-
-/// Clients reach limpet over plain HTTP until listeners speak TLS: `secure: auto`
-/// cookies are not `Secure` yet.
-const SCHEME: Scheme = Scheme::Http;
+use crate::snapshot::{outcome_index, Snapshot};
 
 /// Longest session id accepted by a `header` table: longer ones are `invalid`.
 pub const MAX_SESSION_ID: usize = 1024;
@@ -83,64 +88,6 @@ pub fn hash_key(key: &HashKey, req: &RequestView<'_>) -> Option<u64> {
         .map(hash),
         HashKey::Query(name) => query_param(req.query, name).map(hash),
         HashKey::Path => Some(hash(req.path)),
-    }
-}
-
-/// Backend `i` as the target of an existing session: hit when it may serve it.
-fn table_outcome(pool: &PoolRt, backend: Option<usize>, clock: u64) -> (Outcome, Option<usize>) {
-    match backend {
-        None => (Outcome::Invalid, None),
-        Some(i) if pool.backends[i].keeps_sessions(clock) => (Outcome::Hit, Some(i)),
-        Some(_) => (Outcome::BackendDown, None),
-    }
-}
-
-/// A table lookup: the outcome, the backend of a hit, and when the session began
-/// (unix seconds; estimated from its expiry and the method's configured `ttl`).
-async fn look_up(
-    store: &dyn SessionStore,
-    pool: &PoolRt,
-    key: TableKey,
-    ttl: Duration,
-    now: u64,
-) -> (Outcome, Option<usize>, Option<u64>) {
-    match store.get(key, &pool.id, now).await {
-        Ok(Lookup::Live { backend, expires }) => {
-            let (o, i) = table_outcome(pool, pool.backend_index(backend.as_str().as_bytes()), now_ms());
-            // record_tables stores now + ttl + 1.
-            (o, i, Some(expires.saturating_sub(ttl.as_secs() + 1)))
-        }
-        Ok(Lookup::Expired) => (Outcome::Expired, None, None),
-        Ok(Lookup::Absent) => (Outcome::New, None, None),
-        Err(e) => {
-            tracing::debug!(pool = %pool.id, error = %e, "session store lookup failed");
-            (Outcome::New, None, None)
-        }
-    }
-}
-
-/// The TTL of a new `header` session: the per-request TTL header (minutes) if present
-/// and valid, capped by `max_ttl`; otherwise the configured TTL.
-pub fn header_ttl(h: &HeaderPersistence, headers: &HeaderMap) -> Duration {
-    let Some(name) = &h.ttl_header else { return h.ttl };
-    let Some(raw) = headers.get(name.as_str()) else {
-        return h.ttl;
-    };
-    let minutes = raw.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
-    match minutes {
-        Some(m) if m >= 1 => {
-            let asked = Duration::from_secs(m.saturating_mul(60));
-            if asked > h.max_ttl {
-                tracing::info!(target: "limpet::input", header = %name, minutes = m,
-                    "session TTL above max_ttl: capped");
-            }
-            asked.min(h.max_ttl)
-        }
-        _ => {
-            tracing::info!(target: "limpet::input", header = %name,
-                "malformed session TTL header ignored");
-            h.ttl
-        }
     }
 }
 
@@ -275,134 +222,4 @@ pub async fn resolve(
         }
     }
     res
-}
-
-/// Records the serving backend in every consulted table that missed, or whose session
-/// failover moved (`served`): the old entry goes, a new one with a fresh static TTL
-/// takes its place.
-pub async fn record_tables(
-    store: &dyn SessionStore,
-    pool: &PoolRt,
-    evals: &[Eval],
-    backend: usize,
-    served: Served,
-    now: u64,
-) {
-    let id = &pool.backends[backend].id;
-    for e in evals {
-        let Some((key, ttl)) = e.record else { continue };
-        // Whether an entry naming another backend is in the way.
-        let replace = match e.outcome {
-            // A hit that failover did not move needs nothing.
-            Outcome::Hit if served == Served::AsPinned => continue,
-            // Failover moved it, or rebalancing did: the old entry goes.
-            Outcome::Hit => true,
-            Outcome::Repinned => true,
-            Outcome::Invalid | Outcome::BackendDown => true,
-            Outcome::New | Outcome::Expired => false,
-        };
-        if replace {
-            if let Err(err) = store.delete(key, &pool.id).await {
-                tracing::debug!(pool = %pool.id, error = %err, "session store delete failed");
-            }
-        }
-        // Issue times are whole seconds: one more second makes every session last at
-        // least its TTL (and less than one second more), as cookies do.
-        let expires = now + ttl.as_secs().max(1) + 1;
-        if let Err(err) = store.create(key, &pool.id, id, expires, now).await {
-            tracing::debug!(pool = %pool.id, error = %err, "session store create failed");
-        }
-    }
-}
-
-/// The `Set-Cookie` values limpet adds to a response from backend `backend`, one per
-/// cookie method that must change (see [`limpet_affinity::needs_new`] and
-/// [`limpet_affinity::follow`] for the rules).
-pub fn set_cookies(
-    keys: &Keyring,
-    pool: &PoolRt,
-    evals: &[Eval],
-    backend: usize,
-    served: Served,
-    response: &HeaderMap,
-    now: u64,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (mi, method) in pool.methods.iter().enumerate() {
-        let Persistence::Cookie(cookie) = method else {
-            continue;
-        };
-        let eval = evals.iter().find(|e| e.method == mi);
-        let outcome = eval.map(|e| e.outcome);
-        let needs_new = limpet_affinity::needs_new(outcome, served);
-        let Some(app_name) = &cookie.follow else {
-            if needs_new {
-                let issue = Issue {
-                    issued_at: now,
-                    lifetime: Lifetime::Secs(u32::try_from(cookie.ttl.as_secs()).unwrap_or(u32::MAX - 1)),
-                };
-                out.push(issued(
-                    keys,
-                    pool,
-                    cookie,
-                    pool.id.as_str().into(),
-                    backend,
-                    issue,
-                    now,
-                ));
-            }
-            continue;
-        };
-        let set_by_app = response
-            .get_all(http::header::SET_COOKIE)
-            .iter()
-            .map(|v| v.as_bytes());
-        let from_app = app_cookie(set_by_app, app_name, now);
-        let request = eval
-            .and_then(|e| e.app.as_ref())
-            .map(|(v, held)| (v.as_slice(), *held));
-        // Failover or rebalancing moved the session: its expiry goes with it.
-        let served = match outcome {
-            Some(Outcome::Repinned) => Served::Moved,
-            _ => served,
-        };
-        match limpet_affinity::follow(from_app.as_ref(), request, needs_new, served, now) {
-            Follow::Keep => {}
-            Follow::Delete => out.push(delete_cookie(cookie, SCHEME)),
-            Follow::Issue { app, issue } => {
-                let scope = Scope {
-                    pool: pool.id.as_str(),
-                    follows: Some(app),
-                };
-                out.push(issued(keys, pool, cookie, scope, backend, issue, now));
-            }
-        }
-    }
-    out
-}
-
-/// Counts a session of backend `backend` in its cookie-session sketch.
-fn counted(pool: &PoolRt, backend: usize, session: u64, expires: u64, now: u64) {
-    if let Some(sketch) = &pool.backends[backend].live.sessions {
-        sketch.record(session, expires, now);
-    }
-}
-
-/// The `Set-Cookie` value of a cookie pinning `backend` in `scope` for `issue`; the
-/// session is counted.
-fn issued(
-    keys: &Keyring,
-    pool: &PoolRt,
-    cookie: &CookiePersistence,
-    scope: Scope<'_>,
-    backend: usize,
-    issue: Issue,
-    now: u64,
-) -> String {
-    let ttl = Duration::from_secs(u64::from(issue.lifetime.wire()));
-    let id = pool.backends[backend].id.as_str();
-    let (value, session) = encode_session(keys, scope, id, issue.issued_at, ttl);
-    let max_ttl = cookie.max_ttl.as_secs();
-    counted(pool, backend, session, issue.expires(max_ttl), now);
-    set_cookie(cookie, &value, issue.max_age(max_ttl, now), SCHEME)
 }
