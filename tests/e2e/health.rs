@@ -459,3 +459,24 @@ async fn checks_slower_than_their_interval_never_overlap() {
     assert_eq!(up(&lb, "mute").await, 0.0);
     acceptor.abort();
 }
+
+/// An HTTP check passes on a status in `expect_status` and fails on any other, over
+/// the same connector as proxied requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_checks_follow_expect_status() {
+    let bs = backends("es", 1).await;
+    let check = |expect: &str| {
+        format!("health_check: {{ kind: http, path: /status/503, interval: 100ms, timeout: 500ms, rise: 1, fall: 1, expect_status: {expect} }}")
+    };
+    let spec = PoolSpec::new(&bs).cookie();
+    let lb = spec.clone().pool_key(&check("200-399")).start().await;
+    wait_up(&lb, "es-1", 0.0).await;
+    assert!(
+        lb.metric(r#"limpet_health_check_total{backend="es-1",pool="web",result="fail"}"#)
+            .await
+            >= 1.0
+    );
+    assert!(lb.reload_spec(&spec.pool_key(&check("503"))).await);
+    wait_up(&lb, "es-1", 1.0).await;
+    assert_eq!(get(&client(), &lb.url("/"), &[], "LIMPET").await.status, 200);
+}

@@ -1,42 +1,44 @@
-//! One active check of one backend.
+//! One active check of one backend, through Pingora's own connector and HTTP/1 client:
+//! the same connection path as proxied requests, so a check sees the backend the way a
+//! request does (and will speak TLS to it the day the pool does).
 
 use std::net::SocketAddr;
 
 use limpet_config::{CheckKind, HealthCheck};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::http::v1::client::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
 
 /// One active check: a TCP connect, or an HTTP/1.1 `GET` whose status must fall in
-/// `expect_status`, all within `timeout`.
-pub async fn probe(addr: SocketAddr, hc: &HealthCheck) -> bool {
+/// `expect_status`, all within `timeout`. Informational answers (`100`, `103`) are
+/// skipped; the connection is never reused.
+pub async fn probe(connector: &TransportConnector, addr: SocketAddr, hc: &HealthCheck) -> bool {
     let check = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(hc.timeout);
+        let stream = connector.new_stream(&peer).await.ok()?;
         if hc.kind == CheckKind::Tcp {
-            return Ok(true);
+            return Some(true);
         }
+        let mut session = HttpSession::new_with_options(stream, &peer);
+        let mut req = RequestHeader::build("GET", hc.path.as_bytes(), Some(4)).ok()?;
         let host = hc.host.clone().unwrap_or_else(|| addr.to_string());
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: limpet-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-            hc.path
-        );
-        stream.write_all(request.as_bytes()).await?;
-        // The status line is all that matters: "HTTP/1.x NNN".
-        let mut head = [0u8; 12];
-        let mut got = 0;
-        while got < head.len() {
-            let n = stream.read(&mut head[got..]).await?;
-            if n == 0 {
-                break;
+        req.insert_header("host", host).ok()?;
+        req.insert_header("user-agent", "limpet-health-check").ok()?;
+        req.insert_header("accept", "*/*").ok()?;
+        req.insert_header("connection", "close").ok()?;
+        session.write_request_header(Box::new(req)).await.ok()?;
+        session.finish_body().await.ok()?;
+        let (lo, hi) = hc.expect_status;
+        for _ in 0..4 {
+            let head = session.read_resp_header_parts().await.ok()?;
+            let status = head.status.as_u16();
+            if !head.status.is_informational() {
+                return Some((lo..=hi).contains(&status));
             }
-            got += n;
         }
-        let status = std::str::from_utf8(&head[..got])
-            .ok()
-            .filter(|h| h.starts_with("HTTP/1."))
-            .and_then(|h| h.get(9..12))
-            .and_then(|s| s.parse::<u16>().ok());
-        Ok::<_, std::io::Error>(
-            status.is_some_and(|s| (hc.expect_status.0..=hc.expect_status.1).contains(&s)),
-        )
+        Some(false)
     };
-    matches!(tokio::time::timeout(hc.timeout, check).await, Ok(Ok(true)))
+    matches!(tokio::time::timeout(hc.timeout, check).await, Ok(Some(true)))
 }

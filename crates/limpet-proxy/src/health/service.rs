@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora_core::connectors::TransportConnector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::task::JoinSet;
@@ -16,11 +17,16 @@ use crate::shared::Shared;
 /// transitions (logs, `limpet_backend_up`) and slow-start weights, ten times a second.
 pub struct HealthService {
     shared: Arc<Shared>,
+    /// Opens every check's connection, as Pingora opens a proxied request's.
+    connector: Arc<TransportConnector>,
 }
 
 impl HealthService {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            connector: Arc::new(TransportConnector::new(None)),
+        }
     }
 
     fn publish(&self, now: u64) {
@@ -64,8 +70,9 @@ impl BackgroundService for HealthService {
                             }
                             let (health, metrics, addr, hc) =
                                 (b.live.health.clone(), b.metrics.clone(), b.address, hc.clone());
+                            let connector = self.connector.clone();
                             probes.spawn(async move {
-                                let ok = probe(addr, &hc).await;
+                                let ok = probe(&connector, addr, &hc).await;
                                 metrics.count_check(ok);
                                 health.record_check(ok, &hc);
                                 health.check_done(hc.interval, now_ms());
