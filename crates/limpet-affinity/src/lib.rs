@@ -3,12 +3,14 @@
 //! backend to honour. No I/O and no clocks: the caller passes `now`.
 
 mod app;
+mod chain;
 mod codec;
 mod header;
 mod issue;
 mod resolve;
 
 pub use app::{app_cookie, AppCookie, MAX_APP_VALUE};
+pub use chain::{stored, verdict, Verdict};
 pub use codec::{
     decode, encode, encode_session, KeyError, Keyring, Reject, Scope, SigningKey, Ticket, MAX_ENCODED_LEN,
     MIN_SECRET_LEN,

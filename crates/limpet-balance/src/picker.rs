@@ -99,8 +99,11 @@ impl Picker {
         // Slow start: a backend ramping up takes part in this pick with a probability
         // equal to its ramp, so its share of new sessions grows linearly from 0 to its
         // weight. When every candidate is held back, the ramp is ignored rather than
-        // refuse.
+        // refuse. Without a ramping backend (the usual case) nothing is allocated.
         let n = self.weights.len();
+        if !(0..n).any(|i| may(i) && (live.ramp)(i) < 1.0) {
+            return self.dispatch(&may, live, hash_key, random);
+        }
         let mut held = vec![false; n];
         let mut any_left = false;
         for (i, h) in held.iter_mut().enumerate() {
@@ -114,7 +117,17 @@ impl Picker {
         if !any_left {
             held.fill(false);
         }
-        let eligible = |i: usize| may(i) && !held[i];
+        self.dispatch(&|i: usize| may(i) && !held[i], live, hash_key, random)
+    }
+
+    /// The policy's choice among `eligible` backends.
+    fn dispatch(
+        &self,
+        eligible: &dyn Fn(usize) -> bool,
+        live: &Live<'_>,
+        hash_key: Option<u64>,
+        random: &mut dyn FnMut() -> u64,
+    ) -> Option<usize> {
         match self.policy {
             Policy::ConsistentHash => match hash_key {
                 Some(key) => self.hash_pick(key, eligible, live.in_flight),

@@ -128,11 +128,10 @@ impl ProxyHttp for Limpet {
         let resolution = persist::resolve(&snap, pool, shared.store.as_ref(), &view, unix_now()).await;
         let strict_refusal = resolution.strict_refusal;
         ctx.attempt.resolved(resolution);
+        let now = now_ms();
         let refusal = if strict_refusal {
             Some(Refusal::SessionBackendDown)
-        } else if ctx.attempt.pinned.is_none()
-            && !(0..pool.backends.len()).any(|i| pool.takes_new(i, now_ms()))
-        {
+        } else if ctx.attempt.pinned.is_none() && !(0..pool.backends.len()).any(|i| pool.takes_new(i, now)) {
             pool.mark_all_down();
             Some(Refusal::NoBackend)
         } else {

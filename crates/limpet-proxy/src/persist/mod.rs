@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use limpet_affinity::{
-    cookie_values, resolve_cookie, CookieLookup, Held, Issue, Outcome, Scope, MAX_APP_VALUE,
+    cookie_values, resolve_cookie, CookieLookup, Held, Issue, Outcome, Scope, Verdict, MAX_APP_VALUE,
 };
 use limpet_config::{HashKey, Persistence};
 use limpet_sessions::{SessionStore, TableKey};
@@ -190,17 +190,14 @@ pub async fn resolve(
         };
         // Rebalancing: an old enough session on an over-loaded backend moves, within
         // the pool's allowance, to an under-loaded one (the balance picks it).
-        let (mut outcome, mut hit) = (outcome, hit);
-        if let (Some(i), Some(rb), Some(born)) = (hit, &pool.live.rebalance, born) {
-            if outcome == Outcome::Hit
-                && now.saturating_sub(born) >= rb.cfg.min_age.as_secs()
-                && rb.take_move(i)
-            {
-                outcome = Outcome::Repinned;
-                hit = None;
-                res.rebalanced = true;
-            }
-        }
+        let strict = pool.on_backend_down == limpet_config::OnBackendDown::Strict;
+        let may_move = |i: usize| {
+            let (Some(rb), Some(born)) = (&pool.live.rebalance, born) else {
+                return false;
+            };
+            now.saturating_sub(born) >= rb.cfg.min_age.as_secs() && rb.take_move(i)
+        };
+        let (outcome, verdict) = limpet_affinity::verdict(outcome, hit, strict, may_move);
         pool.decisions
             .count(pool.method_label[mi], outcome_index(outcome));
         res.evals.push(Eval {
@@ -209,17 +206,13 @@ pub async fn resolve(
             record,
             app,
         });
-        if res.rebalanced {
-            return res;
+        match verdict {
+            Verdict::Pin(i) => res.pinned = Some(i),
+            Verdict::Move => res.rebalanced = true,
+            Verdict::Refuse => res.strict_refusal = true,
+            Verdict::Next => continue,
         }
-        if outcome == Outcome::BackendDown && pool.on_backend_down == limpet_config::OnBackendDown::Strict {
-            res.strict_refusal = true;
-            return res;
-        }
-        if let Some(i) = hit {
-            res.pinned = Some(i);
-            return res;
-        }
+        return res;
     }
     res
 }

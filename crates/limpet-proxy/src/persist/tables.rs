@@ -12,15 +12,6 @@ use super::Eval;
 use crate::clock::now_ms;
 use crate::pool::PoolRt;
 
-/// Backend `i` as the target of an existing session: hit when it may serve it.
-fn table_outcome(pool: &PoolRt, backend: Option<usize>, clock: u64) -> (Outcome, Option<usize>) {
-    match backend {
-        None => (Outcome::Invalid, None),
-        Some(i) if pool.backends[i].keeps_sessions(clock) => (Outcome::Hit, Some(i)),
-        Some(_) => (Outcome::BackendDown, None),
-    }
-}
-
 /// A table lookup: the outcome, the backend of a hit, and when the session began
 /// (unix seconds; estimated from its expiry and the method's configured `ttl`).
 pub(super) async fn look_up(
@@ -32,7 +23,11 @@ pub(super) async fn look_up(
 ) -> (Outcome, Option<usize>, Option<u64>) {
     match store.get(key, &pool.id, now).await {
         Ok(Lookup::Live { backend, expires }) => {
-            let (o, i) = table_outcome(pool, pool.backend_index(backend.as_str().as_bytes()), now_ms());
+            let clock = now_ms();
+            let found = pool
+                .backend_index(backend.as_str().as_bytes())
+                .map(|i| (i, pool.backends[i].keeps_sessions(clock)));
+            let (o, i) = limpet_affinity::stored(found);
             // record_tables stores now + ttl + 1.
             (o, i, Some(expires.saturating_sub(ttl.as_secs() + 1)))
         }
