@@ -74,7 +74,49 @@ spelled!(LogFormat { Text => "text", Json => "json" });
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub address: SocketAddr,
+    /// TLS on this listener (certificates reload; TLS on or off is restart-only).
+    pub tls: Option<ListenerTls>,
+    /// Cleartext HTTP/2 with prior knowledge, beside HTTP/1.1 (restart-only).
+    pub h2c: bool,
+    /// Answer every request with a 308 to the same host and path over https.
+    pub redirect_https: bool,
+    /// Expect a PROXY protocol v1/v2 header from `server.trusted_proxies` (restart-only).
+    pub proxy_protocol: bool,
 }
+
+impl Listener {
+    /// The part of a listener that only a restart changes: the socket and how it
+    /// accepts connections.
+    pub fn binding(&self) -> (SocketAddr, bool, bool, bool) {
+        (self.address, self.tls.is_some(), self.h2c, self.proxy_protocol)
+    }
+}
+
+/// A TLS listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Chosen by SNI from the names in each certificate; the first is the default for
+    /// clients that send no name or an unknown one. Never empty.
+    pub certificates: Vec<CertFiles>,
+    pub min_version: TlsVersion,
+    /// `Strict-Transport-Security: max-age=…` on responses, when set.
+    pub hsts: Option<Duration>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+spelled!(TlsVersion { V1_2 => "1.2", V1_3 => "1.3" });
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {

@@ -2,7 +2,7 @@
 //! threads, the log format, the session store). A reload that changes one is refused
 //! with every such key named, and the running configuration stays.
 
-use crate::{Config, ConfigError, ConfigErrors};
+use crate::{Config, ConfigError, ConfigErrors, Listener};
 
 /// Keys that only a restart (or a SIGQUIT upgrade) can change.
 pub fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
@@ -15,7 +15,10 @@ pub fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
             );
         }
     };
-    check("listeners", old.listeners == new.listeners);
+    // Sockets, TLS on or off, h2c and PROXY protocol are fixed when limpet binds;
+    // certificates, HSTS and redirects reload.
+    let bindings = |c: &Config| c.listeners.iter().map(Listener::binding).collect::<Vec<_>>();
+    check("listeners", bindings(old) == bindings(new));
     check("admin.address", old.admin == new.admin);
     check("server.threads", old.server.threads == new.server.threads);
     check(

@@ -130,12 +130,38 @@ pub const SERVER_KEYS: &[&str] = &[
 #[derive(Debug, Clone, Deserialize)]
 pub struct Listener {
     pub address: F<String>,
-    pub tls: Option<Value>,
+    pub tls: F<ListenerTls>,
+    pub h2c: F<bool>,
+    pub redirect_https: F<bool>,
+    pub proxy_protocol: F<bool>,
     #[serde(flatten)]
     pub unknown: Mapping,
 }
 
-pub const LISTENER_KEYS: &[&str] = &["address", "tls"];
+pub const LISTENER_KEYS: &[&str] = &["address", "tls", "h2c", "redirect_https", "proxy_protocol"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListenerTls {
+    pub cert: F<String>,
+    pub key: F<String>,
+    pub certificates: F<Vec<Lenient<CertPair>>>,
+    pub min_version: F<String>,
+    pub hsts: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const LISTENER_TLS_KEYS: &[&str] = &["cert", "key", "certificates", "min_version", "hsts"];
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CertPair {
+    pub cert: F<String>,
+    pub key: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const CERT_PAIR_KEYS: &[&str] = &["cert", "key"];
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Admin {

@@ -120,3 +120,21 @@ impl DecisionMetrics {
         }
     }
 }
+
+/// `limpet_requests_total` of one listener.
+#[derive(Clone)]
+pub struct ListenerCounters {
+    pub(crate) h1: IntCounter,
+    pub(crate) h2: IntCounter,
+}
+
+impl ListenerCounters {
+    /// Counts one request, over HTTP/2 or HTTP/1.x.
+    pub fn count(&self, h2: bool) {
+        if h2 {
+            self.h2.inc();
+        } else {
+            self.h1.inc();
+        }
+    }
+}

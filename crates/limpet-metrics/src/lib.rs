@@ -11,8 +11,8 @@ use prometheus::{
 mod handles;
 
 pub use handles::{
-    BackendKey, BackendMetrics, DecisionMetrics, InFlight, PoolLabel, ResponseCounters, ResponseKind,
-    STORE_ERROR_KINDS,
+    BackendKey, BackendMetrics, DecisionMetrics, InFlight, ListenerCounters, PoolLabel, ResponseCounters,
+    ResponseKind, STORE_ERROR_KINDS,
 };
 
 /// HTTP status classes used as the `code` label.
@@ -44,6 +44,7 @@ pub struct Metrics {
     store_entries: IntGaugeVec,
     store_errors: IntCounterVec,
     responses: IntCounterVec,
+    client_requests: IntCounterVec,
     pub config_generation: IntGauge,
     config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
@@ -211,6 +212,16 @@ impl Metrics {
                     &["pool", "code", "reason"],
                 )?,
             )?,
+            client_requests: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_requests_total",
+                        "Client requests, by listener, HTTP protocol and whether the connection is TLS.",
+                    ),
+                    &["listener", "protocol", "tls"],
+                )?,
+            )?,
             registry: r,
         };
         Ok(metrics.with_alertable_series())
@@ -240,6 +251,15 @@ impl Metrics {
                 })
                 .collect(),
         )
+    }
+
+    /// Request counters of one listener (`address`), one per protocol, created at 0.
+    pub fn listener(&self, address: &str, tls: bool) -> ListenerCounters {
+        let tls = if tls { "true" } else { "false" };
+        ListenerCounters {
+            h1: self.client_requests.with_label_values(&[address, "h1", tls]),
+            h2: self.client_requests.with_label_values(&[address, "h2", tls]),
+        }
     }
 
     /// Removes a pool's response series when a reload drops the pool.

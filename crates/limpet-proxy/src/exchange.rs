@@ -5,7 +5,7 @@
 //! `limpet_responses_total`.
 
 use bytes::Bytes;
-use limpet_affinity::private_cache_control;
+use limpet_affinity::{private_cache_control, Scheme};
 use limpet_metrics::{ResponseCounters, ResponseKind};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -38,10 +38,12 @@ pub enum Refusal {
     UpstreamError,
     /// A fault of limpet itself (500).
     Internal,
+    /// A plain listener with `redirect_https` sends the client to https (308).
+    HttpsRedirect,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::NoRoute,
         Refusal::HeaderTooLarge,
         Refusal::BadRequest,
@@ -51,14 +53,16 @@ impl Refusal {
         Refusal::UpstreamTimeout,
         Refusal::UpstreamError,
         Refusal::Internal,
+        Refusal::HttpsRedirect,
     ];
 
     /// Refusals that happen before a request has a pool: counted under `pool=""`.
-    const UNROUTED: [Refusal; 4] = [
+    const UNROUTED: [Refusal; 5] = [
         Refusal::NoRoute,
         Refusal::HeaderTooLarge,
         Refusal::BadRequest,
         Refusal::Internal,
+        Refusal::HttpsRedirect,
     ];
 
     pub fn status(self) -> u16 {
@@ -70,6 +74,7 @@ impl Refusal {
             Refusal::ConnectFailed | Refusal::UpstreamError => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
+            Refusal::HttpsRedirect => 308,
         }
     }
 
@@ -85,6 +90,7 @@ impl Refusal {
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::UpstreamError => "upstream_error",
             Refusal::Internal => "internal",
+            Refusal::HttpsRedirect => "https_redirect",
         }
     }
 
@@ -101,6 +107,7 @@ impl Refusal {
             Refusal::UpstreamTimeout => "limpet: the backend did not answer in time\n",
             Refusal::UpstreamError => "limpet: the backend failed to answer\n",
             Refusal::Internal => "limpet: internal error\n",
+            Refusal::HttpsRedirect => "limpet: this site is served over https\n",
         }
     }
 
@@ -157,6 +164,16 @@ impl Refusal {
     }
 }
 
+/// How the client reached limpet: the listener, TLS or not, HTTP/2 or not, and the
+/// scheme it sees (https on TLS, or when a trusted proxy in front says so).
+#[derive(Debug, Clone, Copy)]
+pub struct Via {
+    pub listener: usize,
+    pub tls: bool,
+    pub h2: bool,
+    pub scheme: Scheme,
+}
+
 /// Writes limpet's own response for `refusal` (unless a response has begun already)
 /// and counts it under the request's pool. Returns `Ok(true)`: the response is done.
 pub async fn refuse(
@@ -165,6 +182,41 @@ pub async fn refuse(
     pool: Option<usize>,
     session: &mut Session,
     refusal: Refusal,
+) -> Result<bool> {
+    respond(shared, snap, pool, session, refusal, None).await
+}
+
+/// Sends the client to `https://{host}{path}` with a 308 (method and body kept).
+pub async fn redirect_https(
+    shared: &Shared,
+    snap: &Snapshot,
+    session: &mut Session,
+    host: &str,
+) -> Result<bool> {
+    let path = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{path}");
+    respond(
+        shared,
+        Some(snap),
+        None,
+        session,
+        Refusal::HttpsRedirect,
+        Some(location),
+    )
+    .await
+}
+
+async fn respond(
+    shared: &Shared,
+    snap: Option<&Snapshot>,
+    pool: Option<usize>,
+    session: &mut Session,
+    refusal: Refusal,
+    location: Option<String>,
 ) -> Result<bool> {
     if session
         .response_written()
@@ -177,12 +229,15 @@ pub async fn refuse(
         None => refusal.count(&shared.unrouted, false),
     }
     let body = refusal.body();
-    let mut h = ResponseHeader::build(refusal.status(), Some(4))?;
+    let mut h = ResponseHeader::build(refusal.status(), Some(5))?;
     h.insert_header("content-type", "text/plain; charset=utf-8")?;
     h.insert_header("content-length", body.len())?;
     h.insert_header("cache-control", "no-store")?;
     if refusal.retry_after() {
         h.insert_header("retry-after", "1")?;
+    }
+    if let Some(location) = location {
+        h.insert_header("location", location)?;
     }
     session.write_response_header(Box::new(h), false).await?;
     session
@@ -191,8 +246,14 @@ pub async fn refuse(
     Ok(true)
 }
 
-/// Adds the forwarding headers every request carries upstream.
-pub fn forwarding_headers(session: &Session, upstream: &mut RequestHeader) -> Result<()> {
+/// Adds the forwarding headers every request carries upstream: the client chain in
+/// `X-Forwarded-For` and `Forwarded`, the scheme the client used in
+/// `X-Forwarded-Proto` and `Forwarded`.
+pub fn forwarding_headers(session: &Session, via: Via, upstream: &mut RequestHeader) -> Result<()> {
+    let proto = match via.scheme {
+        Scheme::Https => "https",
+        Scheme::Http => "http",
+    };
     // Append the TCP peer, as every proxy hop does; backends read the chain right to
     // left, and `server.trusted_proxies` decides how far limpet itself believes it.
     if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
@@ -209,8 +270,14 @@ pub fn forwarding_headers(session: &Session, upstream: &mut RequestHeader) -> Re
         }
         xff.push_str(&peer.to_string());
         upstream.insert_header("x-forwarded-for", xff)?;
+        // RFC 7239: IPv6 addresses are quoted and bracketed.
+        let node = match peer {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        upstream.append_header("forwarded", format!("for={node};proto={proto}"))?;
     }
-    upstream.insert_header("x-forwarded-proto", "http")?;
+    upstream.insert_header("x-forwarded-proto", proto)?;
     Ok(())
 }
 
@@ -234,21 +301,28 @@ pub async fn record(shared: &Shared, snap: &Snapshot, attempt: &Attempt) {
 
 /// Adds what limpet says in a backend's response: the affinity cookie when the request
 /// starts or moves a session, and the debug header.
-pub fn decorate_response(snap: &Snapshot, attempt: &Attempt, resp: &mut ResponseHeader) -> Result<()> {
+pub fn decorate_response(
+    snap: &Snapshot,
+    attempt: &Attempt,
+    via: Via,
+    resp: &mut ResponseHeader,
+) -> Result<()> {
+    if let Some(hsts) = snap.listeners.get(via.listener).and_then(|l| l.hsts.as_deref()) {
+        resp.insert_header("strict-transport-security", hsts)?;
+    }
     let (Some(pool), Some(i)) = (attempt.pool(snap), attempt.chosen) else {
         return Ok(());
     };
     let backend = &pool.backends[i];
     if let Some(keys) = &snap.keyring {
-        let cookies = persist::set_cookies(
+        let to = persist::Issuer {
             keys,
             pool,
-            &attempt.evals,
-            i,
-            attempt.served(),
-            &resp.headers,
-            unix_now(),
-        );
+            backend: i,
+            scheme: via.scheme,
+            now: unix_now(),
+        };
+        let cookies = persist::set_cookies(&to, &attempt.evals, attempt.served(), &resp.headers);
         for c in &cookies {
             resp.append_header("set-cookie", c)?;
         }

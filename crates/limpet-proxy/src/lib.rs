@@ -17,6 +17,7 @@ mod proxy;
 mod request;
 mod shared;
 mod snapshot;
+mod tls;
 mod upgrade;
 
 pub use admin::Admin;
@@ -26,6 +27,7 @@ pub use load::{load_file, Loaded};
 pub use proxy::Limpet;
 pub use shared::Shared;
 pub use snapshot::Snapshot;
+pub use tls::SniResolver;
 
 #[cfg(test)]
 mod tests;

@@ -7,11 +7,15 @@ use std::sync::Arc;
 use limpet_affinity::Keyring;
 use limpet_config::{Config, ConfigError, ConfigErrors};
 
+use crate::tls::ListenerCerts;
+
 /// A configuration ready to become a snapshot.
 #[derive(Clone)]
 pub struct Loaded {
     pub config: Arc<Config>,
     pub keyring: Option<Keyring>,
+    /// Each listener's certificates (`None` for plain listeners), by listener index.
+    pub certs: ListenerCerts,
     pub warnings: Vec<String>,
 }
 
@@ -37,7 +41,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         )
     })?;
     let config = limpet_config::parse(&text)?;
-    let (keyring, warnings) = crate::keys::keyring(&config.cookie_keys).map_err(|mut errs| {
+    let (keyring, mut warnings) = crate::keys::keyring(&config.cookie_keys).map_err(|mut errs| {
         let locations = limpet_config::Locations::index(&text);
         for e in &mut errs {
             e.location = locations.find(&e.path);
@@ -53,9 +57,19 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
             return Err(ConfigErrors::single(e));
         }
     }
+    let now = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
+    let (certs, cert_warnings) = crate::tls::load_all(&config, now).map_err(|mut errs| {
+        let locations = limpet_config::Locations::index(&text);
+        for e in &mut errs {
+            e.location = locations.find(&e.path);
+        }
+        ConfigErrors(errs)
+    })?;
+    warnings.extend(cert_warnings);
     Ok(Loaded {
         config: Arc::new(config),
         keyring,
+        certs,
         warnings,
     })
 }

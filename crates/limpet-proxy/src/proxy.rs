@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use limpet_affinity::Outcome;
+use limpet_affinity::{Outcome, Scheme};
 use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -22,24 +22,38 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
 use crate::clock::{now_ms, unix_now};
-use crate::exchange::{self, refuse, Refusal};
+use crate::exchange::{self, refuse, Refusal, Via};
 use crate::persist::{self, RequestView};
 use crate::request;
 use crate::shared::{Active, Shared};
 use crate::snapshot::{outcome_index, Snapshot};
 use crate::upgrade;
 
+/// The proxy of one listener (each listener is its own Pingora service, so that
+/// listeners differ in TLS, h2c and redirects).
 pub struct Limpet {
     shared: Arc<Shared>,
     /// Opens the fresh upstream connections of upgraded requests (see `upgrade`).
     connector: TransportConnector,
+    /// Index of this service's listener in the configuration.
+    listener: usize,
+    tls: bool,
 }
 
 impl Limpet {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, listener: usize) -> Self {
+        let tls = shared
+            .current
+            .load()
+            .config
+            .listeners
+            .get(listener)
+            .is_some_and(|l| l.tls.is_some());
         Self {
             shared,
             connector: TransportConnector::new(None),
+            listener,
+            tls,
         }
     }
 }
@@ -55,6 +69,8 @@ pub struct Ctx {
     upstream_status: Option<u16>,
     /// Why the request cannot be proxied, when a hook decided it before failing.
     refusal: Option<Refusal>,
+    /// How the client reached limpet.
+    via: Via,
 }
 
 /// Was `e` an upstream failure after the connection was made (a read timeout, a
@@ -82,6 +98,12 @@ impl ProxyHttp for Limpet {
             client: None,
             upstream_status: None,
             refusal: None,
+            via: Via {
+                listener: self.listener,
+                tls: self.tls,
+                h2: false,
+                scheme: if self.tls { Scheme::Https } else { Scheme::Http },
+            },
         }
     }
 
@@ -106,8 +128,21 @@ impl ProxyHttp for Limpet {
             return refuse(shared, Some(&snap), None, session, Refusal::HeaderTooLarge).await;
         }
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        ctx.client = peer.map(|p| request::client_ip(p, &req.headers, &snap.config.server.trusted_proxies));
+        let trusted = &snap.config.server.trusted_proxies;
+        ctx.client = peer.map(|p| request::client_ip(p, &req.headers, trusted));
+        ctx.via.h2 = session.is_http2();
+        if !ctx.via.tls && peer.is_some_and(|p| request::forwarded_https(p, &req.headers, trusted)) {
+            ctx.via.scheme = Scheme::Https;
+        }
         let host = request::host(&req.uri, &req.headers);
+        if snap
+            .listeners
+            .get(self.listener)
+            .is_some_and(|l| l.redirect_https)
+        {
+            let host = String::from_utf8_lossy(&host).into_owned();
+            return exchange::redirect_https(shared, &snap, session, &host).await;
+        }
         let Some(pool_index) = snap.route(&host, req.uri.path().as_bytes()) else {
             return refuse(shared, Some(&snap), None, session, Refusal::NoRoute).await;
         };
@@ -142,7 +177,7 @@ impl ProxyHttp for Limpet {
         }
         if session.is_upgrade_req() {
             // Upgrades (WebSocket) get their own fresh upstream connection and tunnel.
-            return upgrade::tunnel(shared, &self.connector, session, &mut ctx.attempt, &snap).await;
+            return upgrade::tunnel(shared, &self.connector, session, &mut ctx.attempt, ctx.via, &snap).await;
         }
         Ok(false)
     }
@@ -204,9 +239,9 @@ impl ProxyHttp for Limpet {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
-        exchange::forwarding_headers(session, upstream)
+        exchange::forwarding_headers(session, ctx.via, upstream)
     }
 
     async fn response_filter(
@@ -220,7 +255,7 @@ impl ProxyHttp for Limpet {
         };
         ctx.upstream_status = Some(resp.status.as_u16());
         exchange::record(&self.shared, &snap, &ctx.attempt).await;
-        exchange::decorate_response(&snap, &ctx.attempt, resp)
+        exchange::decorate_response(&snap, &ctx.attempt, ctx.via, resp)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -252,9 +287,14 @@ impl ProxyHttp for Limpet {
             b.metrics.count_status(if status == 0 { 502 } else { status });
             b.metrics.response_seconds.observe(elapsed.as_secs_f64());
         }
+        if let Some(counter) = self.shared.listeners.get(self.listener) {
+            counter.count(ctx.via.h2);
+        }
         let req = session.req_header();
         tracing::info!(
             target: "limpet::access",
+            protocol = if ctx.via.h2 { "h2" } else { "h1" },
+            tls = ctx.via.tls,
             client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
             method = %req.method,
             path = %req.uri.path(),

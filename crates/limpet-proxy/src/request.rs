@@ -65,6 +65,15 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     hops.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
 }
 
+/// Does a trusted proxy in front say the client used https (`X-Forwarded-Proto`)?
+/// Only a peer in `trusted` is believed.
+pub fn forwarded_https(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|n| n.contains(&peer))
+        && headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use limpet_config::{BackendId, PoolId};
-use limpet_metrics::{BackendKey, Metrics, PoolLabel, ResponseCounters};
+use limpet_metrics::{BackendKey, ListenerCounters, Metrics, PoolLabel, ResponseCounters};
 use limpet_sessions::SessionStore;
 
 use crate::clock::unix_now;
@@ -24,12 +24,21 @@ pub struct Shared {
     pub store: Arc<dyn SessionStore>,
     /// limpet's own responses to requests that have no pool (`pool=""`).
     pub unrouted: ResponseCounters,
+    /// `limpet_requests_total` of each listener (listeners are fixed at start).
+    pub listeners: Vec<ListenerCounters>,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot, metrics: Metrics, store: Arc<dyn SessionStore>) -> Self {
         let unrouted = metrics.responses(PoolLabel::Unrouted, &Refusal::unrouted_kinds());
+        let listeners = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| metrics.listener(&l.address.to_string(), l.tls.is_some()))
+            .collect();
         Self {
+            listeners,
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             last_reload_error: ArcSwapOption::empty(),

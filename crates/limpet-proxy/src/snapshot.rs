@@ -16,6 +16,7 @@ use crate::exchange::Refusal;
 use crate::live::{BackendLive, Joined, PoolLive};
 use crate::load::Loaded;
 use crate::pool::{policy, BackendRt, PoolRt};
+use crate::tls::CertStore;
 
 pub struct Snapshot {
     pub generation: u64,
@@ -24,6 +25,22 @@ pub struct Snapshot {
     pub keyring: Option<Keyring>,
     pub pools: Vec<PoolRt>,
     pub routes: Vec<RouteRt>,
+    pub listeners: Vec<ListenerRt>,
+}
+
+/// One listener as this generation sees it (its socket is fixed at start).
+pub struct ListenerRt {
+    /// The listener's certificates, when it speaks TLS.
+    pub certs: Option<Arc<CertStore>>,
+    pub redirect_https: bool,
+    /// The `Strict-Transport-Security` value, when the listener sends one.
+    pub hsts: Option<String>,
+}
+
+impl ListenerRt {
+    pub fn tls(&self) -> bool {
+        self.certs.is_some()
+    }
 }
 
 pub struct RouteRt {
@@ -75,8 +92,23 @@ impl Snapshot {
         let Loaded {
             config,
             keyring,
+            certs,
             warnings: _,
         } = loaded;
+        let listeners = config
+            .listeners
+            .iter()
+            .zip(certs)
+            .map(|(l, certs)| ListenerRt {
+                certs,
+                redirect_https: l.redirect_https,
+                hsts: l
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.hsts)
+                    .map(|d| format!("max-age={}", d.as_secs())),
+            })
+            .collect();
         let mut pools = Vec::with_capacity(config.pools.len());
         let mut index = HashMap::new();
         // What survives from the previous generation is reused rather than rebuilt:
@@ -255,6 +287,7 @@ impl Snapshot {
             keyring,
             pools,
             routes,
+            listeners,
         }
     }
 

@@ -41,6 +41,7 @@ fn loaded(text: &str) -> Loaded {
     let config = limpet_config::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let (keyring, warnings) = crate::keys::keyring(&config.cookie_keys).unwrap();
     Loaded {
+        certs: vec![None; config.listeners.len()],
         config: Arc::new(config),
         keyring,
         warnings,

@@ -17,7 +17,7 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
-use crate::exchange::{decorate_response, forwarding_headers, record, refuse, Refusal};
+use crate::exchange::{decorate_response, forwarding_headers, record, refuse, Refusal, Via};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
@@ -31,6 +31,7 @@ pub(crate) async fn tunnel(
     connector: &TransportConnector,
     session: &mut Session,
     attempt: &mut Attempt,
+    via: Via,
     snap: &Snapshot,
 ) -> Result<bool> {
     let pool_index = attempt.pool;
@@ -74,7 +75,7 @@ pub(crate) async fn tunnel(
 
     let mut req = session.req_header().clone();
     req.set_version(Version::HTTP_11);
-    forwarding_headers(session, &mut req)?;
+    forwarding_headers(session, via, &mut req)?;
     if upstream.write_request_header(Box::new(req)).await.is_err() {
         return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
     }
@@ -106,7 +107,7 @@ pub(crate) async fn tunnel(
         return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
     };
     record(shared, snap, attempt).await;
-    decorate_response(snap, attempt, &mut head)?;
+    decorate_response(snap, attempt, via, &mut head)?;
     session.write_response_header(head, false).await?;
 
     if upstream.was_upgraded() {

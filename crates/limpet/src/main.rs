@@ -9,10 +9,12 @@ use anyhow::Context;
 use clap::Parser;
 use limpet_config::LogFormat;
 use limpet_proxy::{
-    load_file, Admin, Drain, HealthService, Limpet, Loaded, Reloader, Shared, Signals, Snapshot, Stopped,
-    StoreKeeper,
+    load_file, Admin, Drain, HealthService, Limpet, Loaded, Reloader, Shared, Signals, Snapshot, SniResolver,
+    Stopped, StoreKeeper,
 };
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -135,13 +137,33 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
         .set(limpet_proxy::clock::unix_secs_f64(snapshot.loaded_at));
     let shared = Arc::new(Shared::new(snapshot, metrics, store));
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Limpet::new(shared.clone()),
-        "limpet proxy",
-    );
-    for l in &config.listeners {
-        proxy.add_tcp(&l.address.to_string());
+    // One proxy service per listener: listeners differ in TLS, h2c and redirects.
+    for (i, l) in config.listeners.iter().enumerate() {
+        let name = format!("limpet proxy {}", l.address);
+        let mut proxy = pingora_proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Limpet::new(shared.clone(), i),
+            &name,
+        );
+        if l.h2c {
+            if let Some(app) = proxy.app_logic_mut() {
+                let mut options = HttpServerOptions::default();
+                options.h2c = true;
+                app.server_options = Some(options);
+            }
+        }
+        let address = l.address.to_string();
+        if l.tls.is_some() {
+            // The resolver picks each handshake's certificate from the snapshot in
+            // use, so certificates reload with everything else.
+            let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
+            tls.set_cert_resolver(Arc::new(SniResolver::new(shared.clone(), i)));
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&address, None, tls);
+        } else {
+            proxy.add_tcp(&address);
+        }
+        server.add_service(proxy);
     }
     let mut admin = Service::new(
         "limpet admin".to_string(),
@@ -155,7 +177,6 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
     let drain = background_service("limpet drain", Drain::new(shared.clone(), stopped_tx.clone()));
     let control = background_service("limpet control", Reloader::new(shared, cli.config.clone()));
 
-    server.add_service(proxy);
     server.add_service(admin);
     server.add_service(control);
     server.add_service(keeper);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
+use crate::duration::parse_duration;
 use crate::error::Errors;
 use crate::model::*;
 use crate::surface::{self as s, Lenient};
@@ -92,6 +93,10 @@ pub(super) fn listeners(
     let Some(items) = list("listeners", field, errs) else {
         return Some(vec![Listener {
             address: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            tls: None,
+            h2c: false,
+            redirect_https: false,
+            proxy_protocol: false,
         }]);
     };
     if items.is_empty() {
@@ -104,17 +109,29 @@ pub(super) fn listeners(
         s::Listener {
             address,
             tls,
+            h2c,
+            redirect_https,
+            proxy_protocol,
             unknown,
         },
     ) in items
     {
         unknown_keys(&p, &unknown, s::LISTENER_KEYS, errs);
-        if tls.is_some() {
+        let tp = join(&p, "tls");
+        let tls = take(&tp, tls, errs).and_then(|t| listener_tls(&tp, t, errs));
+        let h2c = take(&join(&p, "h2c"), h2c, errs).unwrap_or(false);
+        let redirect_https = take(&join(&p, "redirect_https"), redirect_https, errs).unwrap_or(false);
+        let proxy_protocol = take(&join(&p, "proxy_protocol"), proxy_protocol, errs).unwrap_or(false);
+        if tls.is_some() && h2c {
+            errs.at(&join(&p, "h2c"), "is for listeners without TLS").hint =
+                Some("TLS listeners offer HTTP/2 through ALPN already; remove h2c".into());
+        }
+        if tls.is_some() && redirect_https {
             errs.at(
-                &join(&p, "tls"),
-                "TLS listeners are not supported yet by this version of limpet",
+                &join(&p, "redirect_https"),
+                "on a TLS listener would redirect to itself",
             )
-            .hint = Some("terminate TLS in front of limpet for now".into());
+            .hint = Some("set it on the plain listener".into());
         }
         let ap = join(&p, "address");
         let Some(text) = take(&ap, address, errs) else {
@@ -125,10 +142,105 @@ pub(super) fn listeners(
             if !seen.insert(a) {
                 errs.at(&ap, format!("{a} is listed twice"));
             }
-            out.push(Listener { address: a });
+            out.push(Listener {
+                address: a,
+                tls,
+                h2c,
+                redirect_https,
+                proxy_protocol,
+            });
         }
     }
     Some(out)
+}
+
+/// A listener's `tls`: one `cert`/`key` pair, or `certificates`, never both.
+fn listener_tls(p: &str, t: s::ListenerTls, errs: &mut Errors) -> Option<ListenerTls> {
+    let s::ListenerTls {
+        cert,
+        key,
+        certificates,
+        min_version,
+        hsts,
+        unknown,
+    } = t;
+    unknown_keys(p, &unknown, s::LISTENER_TLS_KEYS, errs);
+    let mut pairs = Vec::new();
+    let single = (
+        take(&join(p, "cert"), cert, errs),
+        take(&join(p, "key"), key, errs),
+    );
+    let many = list(&join(p, "certificates"), certificates, errs);
+    match (single, many) {
+        ((None, None), None) => {
+            errs.at(p, "needs a certificate").hint = Some(
+                "write tls: { cert: PATH, key: PATH } or tls: { certificates: [{ cert: PATH, key: PATH }] }"
+                    .into(),
+            );
+            return None;
+        }
+        ((Some(_), _) | (_, Some(_)), Some(_)) => {
+            errs.at(p, "has both cert/key and certificates").hint =
+                Some("list every certificate under certificates (the first is the default)".into());
+            return None;
+        }
+        ((cert, key), None) => pairs.extend(cert_pair(p, cert, key, errs)),
+        ((None, None), Some(items)) => {
+            if items.is_empty() {
+                errs.at(&join(p, "certificates"), "is empty").hint =
+                    Some("add - { cert: PATH, key: PATH }".into());
+            }
+            for (ip, s::CertPair { cert, key, unknown }) in items {
+                unknown_keys(&ip, &unknown, s::CERT_PAIR_KEYS, errs);
+                let cert = take(&join(&ip, "cert"), cert, errs);
+                let key = take(&join(&ip, "key"), key, errs);
+                pairs.extend(cert_pair(&ip, cert, key, errs));
+            }
+        }
+    }
+    let mp = join(p, "min_version");
+    let min_version = choice(&mp, min_version, TlsVersion::V1_2, errs);
+    if min_version == TlsVersion::V1_3 {
+        errs.at(&mp, "\"1.3\" cannot be enforced by this build's TLS library").hint = Some(
+            "rustls as Pingora 0.9.1 drives it always offers TLS 1.2 and 1.3; use \"1.2\" (see docs/config.md)".into(),
+        );
+    }
+    let hp = join(p, "hsts");
+    let hsts = take(&hp, hsts, errs).and_then(|text| match parse_duration(&text) {
+        Ok(d) if d.as_secs() >= 1 => Some(d),
+        Ok(_) => {
+            errs.at(&hp, "must be at least 1s").hint = Some("write e.g. hsts: 365d".into());
+            None
+        }
+        Err(e) => {
+            errs.at(&hp, format!("`{text}`: {e}")).hint = Some("write e.g. hsts: 365d".into());
+            None
+        }
+    });
+    (!pairs.is_empty()).then_some(ListenerTls {
+        certificates: pairs,
+        min_version,
+        hsts,
+    })
+}
+
+fn cert_pair(p: &str, cert: Option<String>, key: Option<String>, errs: &mut Errors) -> Option<CertFiles> {
+    match (cert, key) {
+        (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => Some(CertFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        }),
+        (cert, _) => {
+            let missing = if cert.as_deref().is_none_or(str::is_empty) {
+                "cert"
+            } else {
+                "key"
+            };
+            errs.at(&join(p, missing), "is required").hint =
+                Some("give the PEM file's path, e.g. /etc/limpet/site.pem".into());
+            None
+        }
+    }
 }
 
 pub(super) fn admin(field: Option<Lenient<s::Admin>>, errs: &mut Errors) -> Option<Admin> {

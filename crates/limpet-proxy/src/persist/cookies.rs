@@ -14,22 +14,11 @@ use limpet_config::{CookiePersistence, Persistence};
 use super::Eval;
 use crate::pool::PoolRt;
 
-/// Clients reach limpet over plain HTTP until listeners speak TLS: `secure: auto`
-/// cookies are not `Secure` yet.
-const SCHEME: Scheme = Scheme::Http;
-
 /// The `Set-Cookie` values limpet adds to a response from backend `backend`, one per
 /// cookie method that must change (see [`limpet_affinity::needs_new`] and
 /// [`limpet_affinity::follow`] for the rules).
-pub fn set_cookies(
-    keys: &Keyring,
-    pool: &PoolRt,
-    evals: &[Eval],
-    backend: usize,
-    served: Served,
-    response: &HeaderMap,
-    now: u64,
-) -> Vec<String> {
+pub fn set_cookies(to: &Issuer<'_>, evals: &[Eval], served: Served, response: &HeaderMap) -> Vec<String> {
+    let (pool, now) = (to.pool, to.now);
     let mut out = Vec::new();
     for (mi, method) in pool.methods.iter().enumerate() {
         let Persistence::Cookie(cookie) = method else {
@@ -44,15 +33,7 @@ pub fn set_cookies(
                     issued_at: now,
                     lifetime: Lifetime::Secs(u32::try_from(cookie.ttl.as_secs()).unwrap_or(u32::MAX - 1)),
                 };
-                out.push(issued(
-                    keys,
-                    pool,
-                    cookie,
-                    pool.id.as_str().into(),
-                    backend,
-                    issue,
-                    now,
-                ));
+                out.push(to.issued(cookie, pool.id.as_str().into(), issue));
             }
             continue;
         };
@@ -71,13 +52,13 @@ pub fn set_cookies(
         };
         match limpet_affinity::follow(from_app.as_ref(), request, needs_new, served, now) {
             Follow::Keep => {}
-            Follow::Delete => out.push(delete_cookie(cookie, SCHEME)),
+            Follow::Delete => out.push(delete_cookie(cookie, to.scheme)),
             Follow::Issue { app, issue } => {
                 let scope = Scope {
                     pool: pool.id.as_str(),
                     follows: Some(app),
                 };
-                out.push(issued(keys, pool, cookie, scope, backend, issue, now));
+                out.push(to.issued(cookie, scope, issue));
             }
         }
     }
@@ -91,21 +72,25 @@ pub(super) fn counted(pool: &PoolRt, backend: usize, session: u64, expires: u64,
     }
 }
 
-/// The `Set-Cookie` value of a cookie pinning `backend` in `scope` for `issue`; the
-/// session is counted.
-fn issued(
-    keys: &Keyring,
-    pool: &PoolRt,
-    cookie: &CookiePersistence,
-    scope: Scope<'_>,
-    backend: usize,
-    issue: Issue,
-    now: u64,
-) -> String {
-    let ttl = Duration::from_secs(u64::from(issue.lifetime.wire()));
-    let id = pool.backends[backend].id.as_str();
-    let (value, session) = encode_session(keys, scope, id, issue.issued_at, ttl);
-    let max_ttl = cookie.max_ttl.as_secs();
-    counted(pool, backend, session, issue.expires(max_ttl), now);
-    set_cookie(cookie, &value, issue.max_age(max_ttl, now), SCHEME)
+/// What every cookie of one response shares: who signs, which backend it pins, how
+/// the client reached limpet, and when.
+pub struct Issuer<'a> {
+    pub keys: &'a Keyring,
+    pub pool: &'a PoolRt,
+    pub backend: usize,
+    pub scheme: Scheme,
+    pub now: u64,
+}
+
+impl Issuer<'_> {
+    /// The `Set-Cookie` value of a cookie pinning the backend in `scope` for `issue`;
+    /// the session is counted.
+    fn issued(&self, cookie: &CookiePersistence, scope: Scope<'_>, issue: Issue) -> String {
+        let ttl = Duration::from_secs(u64::from(issue.lifetime.wire()));
+        let id = self.pool.backends[self.backend].id.as_str();
+        let (value, session) = encode_session(self.keys, scope, id, issue.issued_at, ttl);
+        let max_ttl = cookie.max_ttl.as_secs();
+        counted(self.pool, self.backend, session, issue.expires(max_ttl), self.now);
+        set_cookie(cookie, &value, issue.max_age(max_ttl, self.now), self.scheme)
+    }
 }

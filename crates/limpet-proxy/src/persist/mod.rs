@@ -19,7 +19,7 @@ use limpet_sessions::{SessionStore, TableKey};
 mod cookies;
 mod tables;
 
-pub use cookies::set_cookies;
+pub use cookies::{set_cookies, Issuer};
 pub use tables::{header_ttl, record_tables};
 
 use cookies::counted;
