@@ -12,3 +12,4 @@ mod reload;
 mod responses;
 mod streaming;
 mod tables;
+mod tls;
