@@ -314,7 +314,37 @@ pub struct Pool {
     pub health_check: Option<HealthCheck>,
     pub passive_health: Option<PassiveHealth>,
     pub rebalance: Option<Rebalance>,
+    /// How limpet speaks to the backends.
+    pub protocol: UpstreamProtocol,
+    /// Encryption to the backends, when set.
+    pub tls: Option<UpstreamTls>,
     pub backends: Vec<Backend>,
+}
+
+/// The HTTP version limpet speaks to a pool's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (WebSocket upgrades need it).
+    H1,
+    /// HTTP/2 over TLS (ALPN `h2`), for gRPC and multiplexing.
+    H2,
+    /// HTTP/2 in cleartext with prior knowledge, for gRPC without TLS.
+    H2c,
+}
+
+spelled!(UpstreamProtocol { H1 => "h1", H2 => "h2", H2c => "h2c" });
+
+/// TLS from limpet to a pool's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Verify the backend's certificate chain and name. Never silently off.
+    pub verify: bool,
+    /// CA bundle (PEM) to verify against instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// The name sent as SNI and verified in the certificate; required with `verify`.
+    pub sni: Option<String>,
+    /// Client certificate for mutual TLS, with its key.
+    pub client: Option<CertFiles>,
 }
 
 /// Re-pinning of old sessions from over-loaded to under-loaded backends.

@@ -206,12 +206,29 @@ pub struct Pool {
     pub rebalance: F<Rebalance>,
     pub health_check: F<HealthCheck>,
     pub passive_health: F<PassiveHealth>,
+    pub protocol: F<String>,
+    pub tls: F<UpstreamTls>,
     pub backends: F<Vec<Lenient<Backend>>>,
     #[serde(flatten)]
     pub unknown: Mapping,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamTls {
+    pub verify: F<bool>,
+    pub ca: F<String>,
+    pub sni: F<String>,
+    pub client_cert: F<String>,
+    pub client_key: F<String>,
+    #[serde(flatten)]
+    pub unknown: Mapping,
+}
+
+pub const UPSTREAM_TLS_KEYS: &[&str] = &["verify", "ca", "sni", "client_cert", "client_key"];
+
 pub const POOL_KEYS: &[&str] = &[
+    "protocol",
+    "tls",
     "balance",
     "hash",
     "persistence",

@@ -134,9 +134,23 @@ impl Attempt {
     }
 }
 
-/// The upstream peer for backend `i`, with the configured timeouts.
+/// The upstream peer for backend `i`: the pool's protocol and TLS, the configured
+/// timeouts.
 pub fn peer_for(snap: &Snapshot, pool: &PoolRt, i: usize) -> HttpPeer {
-    let mut peer = HttpPeer::new(pool.backends[i].address, false, String::new());
+    peer(snap, pool, i, false)
+}
+
+/// The upstream peer for an upgraded request (WebSocket) to backend `i`: HTTP/1.1
+/// whatever the pool's protocol, since upgrades exist only there.
+pub fn upgrade_peer_for(snap: &Snapshot, pool: &PoolRt, i: usize) -> HttpPeer {
+    peer(snap, pool, i, true)
+}
+
+fn peer(snap: &Snapshot, pool: &PoolRt, i: usize, upgrade: bool) -> HttpPeer {
+    let tls = pool.tls.as_ref();
+    let sni = tls.map(|t| t.sni.clone()).unwrap_or_default();
+    let mut peer = HttpPeer::new(pool.backends[i].address, tls.is_some(), sni);
+    crate::upstream::configure(&mut peer, pool.protocol, tls, upgrade);
     let server = &snap.config.server;
     peer.options.connection_timeout = Some(server.upstream_connect_timeout);
     peer.options.read_timeout = Some(server.upstream_read_timeout);

@@ -19,6 +19,7 @@ mod shared;
 mod snapshot;
 mod tls;
 mod upgrade;
+mod upstream;
 
 pub use admin::Admin;
 pub use control::{Drain, Reloader, Signals, Stopped, StoreKeeper};

@@ -8,6 +8,7 @@ use limpet_affinity::Keyring;
 use limpet_config::{Config, ConfigError, ConfigErrors};
 
 use crate::tls::ListenerCerts;
+use crate::upstream::PoolTls;
 
 /// A configuration ready to become a snapshot.
 #[derive(Clone)]
@@ -16,6 +17,8 @@ pub struct Loaded {
     pub keyring: Option<Keyring>,
     /// Each listener's certificates (`None` for plain listeners), by listener index.
     pub certs: ListenerCerts,
+    /// Each pool's TLS material to its backends.
+    pub pool_tls: PoolTls,
     pub warnings: Vec<String>,
 }
 
@@ -66,10 +69,18 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         ConfigErrors(errs)
     })?;
     warnings.extend(cert_warnings);
+    let pool_tls = crate::upstream::load_all(&config).map_err(|mut errs| {
+        let locations = limpet_config::Locations::index(&text);
+        for e in &mut errs {
+            e.location = locations.find(&e.path);
+        }
+        ConfigErrors(errs)
+    })?;
     Ok(Loaded {
         config: Arc::new(config),
         keyring,
         certs,
+        pool_tls,
         warnings,
     })
 }

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use limpet_balance::{Live, Picker, Policy};
 use limpet_config::{
     BackendId, BackendState, Balance, HashConfig, HealthCheck, OnBackendDown, PassiveHealth, Persistence,
-    PoolId,
+    PoolId, UpstreamProtocol,
 };
 use limpet_metrics::{BackendMetrics, DecisionMetrics, ResponseCounters};
 use limpet_sessions::SessionStore;
 
 use crate::live::{BackendLive, PoolLive};
+use crate::upstream::UpstreamTlsRt;
 
 pub struct PoolRt {
     pub id: PoolId,
@@ -39,6 +40,9 @@ pub struct PoolRt {
     pub slow_start: Option<std::time::Duration>,
     pub health_check: Option<HealthCheck>,
     pub passive_health: Option<PassiveHealth>,
+    /// How limpet speaks to the backends, and the TLS material when it encrypts.
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<UpstreamTlsRt>,
     /// All-down state and rebalancing progress, kept across reloads by pool id.
     pub live: Arc<PoolLive>,
     /// limpet's own responses for this pool, by [`Refusal`].

@@ -93,6 +93,7 @@ impl Snapshot {
             config,
             keyring,
             certs,
+            mut pool_tls,
             warnings: _,
         } = loaded;
         let listeners = config
@@ -215,6 +216,8 @@ impl Snapshot {
             };
             pools.push(PoolRt {
                 responses,
+                protocol: pool.protocol,
+                tls: pool_tls.remove(&pool.id),
                 id: pool.id.clone(),
                 balance: pool.balance,
                 picker,

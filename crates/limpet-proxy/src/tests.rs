@@ -42,6 +42,7 @@ fn loaded(text: &str) -> Loaded {
     let (keyring, warnings) = crate::keys::keyring(&config.cookie_keys).unwrap();
     Loaded {
         certs: vec![None; config.listeners.len()],
+        pool_tls: Default::default(),
         config: Arc::new(config),
         keyring,
         warnings,

@@ -16,7 +16,7 @@ use pingora_core::protocols::http::v1::client::HttpSession as Upstream;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
+use crate::attempt::{upgrade_peer_for, AfterConnectFailure, Attempt};
 use crate::exchange::{decorate_response, forwarding_headers, record, refuse, Refusal, Via};
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
@@ -42,7 +42,7 @@ pub(crate) async fn tunnel(
         let Some(i) = attempt.next_attempt(pool) else {
             return refuse(shared, Some(snap), pool_index, session, Refusal::NoBackend).await;
         };
-        let peer = peer_for(snap, pool, i);
+        let peer = upgrade_peer_for(snap, pool, i);
         match connector.new_stream(&peer).await {
             Ok(stream) => {
                 let mut up = Upstream::new_with_options(stream, &peer);

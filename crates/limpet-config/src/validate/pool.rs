@@ -1,6 +1,7 @@
 //! The `pools` section: each pool, its backends and its rebalancing.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
@@ -54,9 +55,27 @@ pub(super) fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> 
         rebalance,
         health_check,
         passive_health,
+        protocol,
+        tls,
         backends,
         unknown,
     } = surface;
+    let protocol = choice(&join(p, "protocol"), protocol, UpstreamProtocol::H1, errs);
+    let tp = join(p, "tls");
+    let tls = take(&tp, tls, errs).map(|t| upstream_tls(&tp, t, errs));
+    match (protocol, &tls) {
+        (UpstreamProtocol::H2, None) => {
+            errs.at(&join(p, "protocol"), "h2 needs tls").hint = Some(
+                "add tls: { sni: NAME } for HTTP/2 over TLS, or use protocol: h2c for cleartext HTTP/2"
+                    .into(),
+            );
+        }
+        (UpstreamProtocol::H2c, Some(_)) => {
+            errs.at(&join(p, "protocol"), "h2c is cleartext, but the pool has tls")
+                .hint = Some("use protocol: h2 for HTTP/2 over TLS".into());
+        }
+        _ => {}
+    }
     unknown_keys(p, &unknown, s::POOL_KEYS, errs);
     let hash = hash_config(&join(p, "hash"), hash, errs);
     let rebalance = take(&join(p, "rebalance"), rebalance, errs)
@@ -189,6 +208,8 @@ pub(super) fn pool(p: &str, name: &str, surface: s::Pool, errs: &mut Errors) -> 
         health_check,
         passive_health,
         rebalance,
+        protocol,
+        tls,
         backends: out,
     })
 }
@@ -280,5 +301,61 @@ pub(super) fn rebalance_config(p: &str, r: s::Rebalance, errs: &mut Errors) -> R
     Rebalance {
         max_share_per_minute: share,
         min_age,
+    }
+}
+
+/// A pool's `tls`: verification on unless turned off in so many words, and a name to
+/// verify (Pingora sends no SNI, and verifies nothing, when the name is empty).
+fn upstream_tls(p: &str, t: s::UpstreamTls, errs: &mut Errors) -> UpstreamTls {
+    let s::UpstreamTls {
+        verify,
+        ca,
+        sni,
+        client_cert,
+        client_key,
+        unknown,
+    } = t;
+    unknown_keys(p, &unknown, s::UPSTREAM_TLS_KEYS, errs);
+    let verify = take(&join(p, "verify"), verify, errs).unwrap_or(true);
+    let ca = take(&join(p, "ca"), ca, errs).map(PathBuf::from);
+    let sp = join(p, "sni");
+    let sni = take(&sp, sni, errs).filter(|s| !s.is_empty());
+    if let Some(name) = &sni {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            errs.at(&sp, format!("`{name}` is not a host name")).hint =
+                Some("write e.g. sni: api.internal".into());
+        }
+    }
+    if verify && sni.is_none() {
+        errs.at(&sp, "is required while verify is on").hint = Some(
+            "name the host the backends' certificates are for (sni: api.internal); without it nothing could be verified"
+                .into(),
+        );
+    }
+    let cert = take(&join(p, "client_cert"), client_cert, errs);
+    let key = take(&join(p, "client_key"), client_key, errs);
+    let client = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(CertFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        }),
+        (Some(_), None) => {
+            errs.at(&join(p, "client_key"), "is required with client_cert");
+            None
+        }
+        (None, Some(_)) => {
+            errs.at(&join(p, "client_cert"), "is required with client_key");
+            None
+        }
+    };
+    UpstreamTls {
+        verify,
+        ca,
+        sni,
+        client,
     }
 }

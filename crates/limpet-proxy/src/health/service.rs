@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_core::connectors::TransportConnector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::task::JoinSet;
 
-use super::probe::probe;
+use super::probe::{probe, Connectors};
+use crate::attempt::peer_for;
 use crate::clock::now_ms;
 use crate::shared::Shared;
 
@@ -17,15 +17,15 @@ use crate::shared::Shared;
 /// transitions (logs, `limpet_backend_up`) and slow-start weights, ten times a second.
 pub struct HealthService {
     shared: Arc<Shared>,
-    /// Opens every check's connection, as Pingora opens a proxied request's.
-    connector: Arc<TransportConnector>,
+    /// Open every check's connection, as Pingora opens a proxied request's.
+    connectors: Arc<Connectors>,
 }
 
 impl HealthService {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
-            connector: Arc::new(TransportConnector::new(None)),
+            connectors: Arc::new(Connectors::new()),
         }
     }
 
@@ -64,15 +64,15 @@ impl BackgroundService for HealthService {
                     let snap = self.shared.current.load_full();
                     for pool in &snap.pools {
                         let Some(hc) = &pool.health_check else { continue };
-                        for b in &pool.backends {
+                        for (i, b) in pool.backends.iter().enumerate() {
                             if !b.live.health.check_due(now) {
                                 continue;
                             }
-                            let (health, metrics, addr, hc) =
-                                (b.live.health.clone(), b.metrics.clone(), b.address, hc.clone());
-                            let connector = self.connector.clone();
+                            let (health, metrics, peer, hc) =
+                                (b.live.health.clone(), b.metrics.clone(), peer_for(&snap, pool, i), hc.clone());
+                            let connectors = self.connectors.clone();
                             probes.spawn(async move {
-                                let ok = probe(&connector, addr, &hc).await;
+                                let ok = probe(&connectors, peer, &hc).await;
                                 metrics.count_check(ok);
                                 health.record_check(ok, &hc);
                                 health.check_done(hc.interval, now_ms());
