@@ -13,3 +13,4 @@ mod responses;
 mod streaming;
 mod tables;
 mod tls;
+mod upstream;

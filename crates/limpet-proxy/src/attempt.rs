@@ -148,8 +148,15 @@ pub fn upgrade_peer_for(snap: &Snapshot, pool: &PoolRt, i: usize) -> HttpPeer {
 
 fn peer(snap: &Snapshot, pool: &PoolRt, i: usize, upgrade: bool) -> HttpPeer {
     let tls = pool.tls.as_ref();
-    let sni = tls.map(|t| t.sni.clone()).unwrap_or_default();
-    let mut peer = HttpPeer::new(pool.backends[i].address, tls.is_some(), sni);
+    let address = pool.backends[i].address;
+    // Without a name (only allowed with verify off) the backend's IP stands in: rustls
+    // sends no SNI for an address, and Pingora refuses an empty name outright.
+    let sni = match tls {
+        Some(t) if t.sni.is_empty() => address.ip().to_string(),
+        Some(t) => t.sni.clone(),
+        None => String::new(),
+    };
+    let mut peer = HttpPeer::new(address, tls.is_some(), sni);
     crate::upstream::configure(&mut peer, pool.protocol, tls, upgrade);
     let server = &snap.config.server;
     peer.options.connection_timeout = Some(server.upstream_connect_timeout);

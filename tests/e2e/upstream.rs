@@ -1,0 +1,316 @@
+//! limpet to its backends: a real gRPC server and client (Python grpcio) through an
+//! h2c listener and an h2c pool with header stickiness; HTTP/2 over verified TLS to a
+//! TLS backend (a second limpet), with health checks on the same path; a wrong name
+//! fails verification instead of being ignored.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use limpet_e2e::*;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc/sticky.py")
+}
+
+/// A grpcio server answering with its id; killed on drop.
+struct GrpcBackend {
+    id: String,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl GrpcBackend {
+    fn start(id: &str) -> GrpcBackend {
+        let addr = free_addr();
+        let mut child = Command::new("python3")
+            .arg(script())
+            .args(["serve", id, &addr.port().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with grpcio (.ci/run installs it with pip)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "grpc backend {id} did not start");
+        GrpcBackend {
+            id: id.into(),
+            addr,
+            child,
+        }
+    }
+}
+
+impl Drop for GrpcBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One unary and one streaming call of `n` messages for `session` through `lb`:
+/// the backend ids seen, in order.
+fn grpc_call(lb: SocketAddr, session: &str, n: usize) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg(script())
+        .args(["call", &lb.to_string(), session, &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unary_and_streaming_calls_stick_by_header_through_h2c() {
+    let gs: Vec<GrpcBackend> = (1..=3).map(|i| GrpcBackend::start(&format!("g-{i}"))).collect();
+    let list: String = gs
+        .iter()
+        .map(|g| format!("      - {{ id: {}, address: \"{}\" }}\n", g.id, g.addr))
+        .collect();
+    let (addr, admin) = (free_addr(), free_addr());
+    let yaml = format!(
+        r#"listeners:
+  - address: "{addr}"
+    h2c: true
+admin:
+  address: "{admin}"
+routes:
+  - {{ host: "*", path_prefix: /, pool: grpc }}
+pools:
+  grpc:
+    protocol: h2c
+    persistence:
+      - header: {{ name: X-Session-Id, ttl: 15m }}
+    backends:
+{list}"#
+    );
+    let lb = Limpet::start_with(&yaml, addr, admin).await;
+    let mut homes = std::collections::HashSet::new();
+    for u in 0..6 {
+        let session = format!("user-{u}");
+        let first = grpc_call(addr, &session, 4);
+        assert_eq!(first.len(), 5, "{first:?}\n{}", lb.log_text());
+        assert!(
+            first.iter().all(|b| *b == first[0]),
+            "{session} moved within its calls: {first:?}"
+        );
+        let again = grpc_call(addr, &session, 3);
+        assert!(
+            again.iter().all(|b| *b == first[0]),
+            "{session}: {again:?} after {first:?}"
+        );
+        homes.insert(first[0].clone());
+    }
+    assert!(homes.len() > 1, "six sessions on one backend: {homes:?}");
+    let listener = addr.to_string();
+    assert!(
+        lb.metric(&format!(
+            r#"limpet_requests_total{{listener="{listener}",protocol="h2",tls="false"}}"#
+        ))
+        .await
+            >= 24.0
+    );
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A private CA and a certificate for `name` signed by it (not a CA itself: a
+/// self-signed CA certificate is rightly refused as a server's), by the openssl CLI.
+/// Returns (CA certificate, server certificate, server key).
+fn ca_and_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "30"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=limpet test CA",
+            ],
+        ]
+        .concat(),
+        dir,
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        ]
+        .concat(),
+        dir,
+    );
+    std::fs::write(
+        dir.join("srv.ext"),
+        format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "srv.ext",
+            "-out",
+            "srv.pem",
+        ],
+        dir,
+    );
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// Waits (bounded) until the front's backend `tls-1` is up (1) or down (0).
+async fn wait_backend_up(lb: &Limpet, want: f64) {
+    let series = r#"limpet_backend_up{backend="tls-1",pool="web"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if lb.metric(series).await == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tls-1 never up={want}: {}",
+            lb.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The front limpet's configuration: pool `web` to `backend` with `protocol` and `tls`.
+fn front(addr: SocketAddr, admin: SocketAddr, backend: SocketAddr, protocol: &str, tls: &str) -> String {
+    format!(
+        r#"server:
+  upstream_connect_timeout: 1s
+listeners:
+  - address: "{addr}"
+admin:
+  address: "{admin}"
+routes:
+  - {{ host: "*", path_prefix: /, pool: web }}
+pools:
+  web:
+    protocol: {protocol}
+    tls: {tls}
+    health_check: {{ kind: http, path: /healthz, interval: 100ms, timeout: 1s, rise: 1, fall: 1 }}
+    backends:
+      - {{ id: tls-1, address: "{backend}" }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_verified_tls_to_backends() {
+    let dir = scratch();
+    let (ca, pem, key) = ca_and_cert(&dir, "b.internal");
+    let bs = backends("ut", 1).await;
+    // The TLS backend: a second limpet terminating TLS in front of a demo backend.
+    let (b_addr, b_admin) = (free_addr(), free_addr());
+    let back = format!(
+        r#"listeners:
+  - address: "{b_addr}"
+    tls: {{ cert: "{}", key: "{}" }}
+admin:
+  address: "{b_admin}"
+routes:
+  - {{ host: "*", path_prefix: /, pool: app }}
+pools:
+  app:
+    backends:
+{}"#,
+        pem.display(),
+        key.display(),
+        backend_list(&bs)
+    );
+    let b = Limpet::start_with(&back, b_addr, b_admin).await;
+    let tls_ok = format!("{{ sni: b.internal, ca: \"{}\" }}", ca.display());
+    let (addr, admin) = (free_addr(), free_addr());
+    let lb = Limpet::start_with(&front(addr, admin, b_addr, "h2", &tls_ok), addr, admin).await;
+    let c = client();
+    let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    assert_eq!((r.status, r.backend.as_str()), (200, "ut-1"), "{}", lb.log_text());
+    let over_h2 = format!(r#"limpet_requests_total{{listener="{b_addr}",protocol="h2",tls="true"}}"#);
+    assert!(b.metric(&over_h2).await >= 1.0, "the backend saw no HTTP/2");
+    // Health checks take the same path (TLS, HTTP/2).
+    let checks = r#"limpet_health_check_total{backend="tls-1",pool="web",result="ok"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lb.metric(checks).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", lb.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // HTTP/1.1 over TLS.
+    assert!(lb.reload(&front(addr, admin, b_addr, "h1", &tls_ok)).await);
+    let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    assert_eq!((r.status, r.backend.as_str()), (200, "ut-1"));
+    let over_h1 = format!(r#"limpet_requests_total{{listener="{b_addr}",protocol="h1",tls="true"}}"#);
+    assert!(b.metric(&over_h1).await >= 1.0, "the backend saw no HTTP/1.1");
+
+    // A name the certificate does not carry fails verification: never served (502
+    // from the failed handshake, or 503 once the health check has seen it too).
+    let wrong = format!("{{ sni: other.internal, ca: \"{}\" }}", ca.display());
+    assert!(lb.reload(&front(addr, admin, b_addr, "h1", &wrong)).await);
+    let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    assert!(r.status == 502 || r.status == 503, "{} {}", r.status, r.body);
+    wait_backend_up(&lb, 0.0).await;
+    // Turning verification off must be said in so many words.
+    let check = dir.join("noverify.yaml");
+    std::fs::write(&check, front(addr, admin, b_addr, "h1", "{ ca: \"x\" }")).unwrap();
+    let out = Command::new(bin("limpet"))
+        .args(["--check", "--config"])
+        .arg(&check)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pools.web.tls.sni: is required while verify is on")
+    );
+    assert!(
+        lb.reload(&front(addr, admin, b_addr, "h1", "{ verify: false }"))
+            .await
+    );
+    wait_backend_up(&lb, 1.0).await;
+    let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    assert_eq!(
+        (r.status, r.backend.as_str()),
+        (200, "ut-1"),
+        "{}\n{}",
+        r.body,
+        lb.log_text()
+    );
+}
