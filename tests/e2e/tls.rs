@@ -255,6 +255,31 @@ async fn tls_listener_speaks_h1_and_h2_picks_certificates_by_sni_and_keeps_users
         .is_some_and(|c| c.starts_with("LIMPET=")));
     assert_eq!(lb.web_cookie_decisions("invalid").await, 1.0);
 
+    // A WebSocket over TLS (HTTP/1.1, as browsers open it next to HTTP/2), pinned too.
+    let ws = curl(
+        &[
+            args(&a_args),
+            vec![
+                "--http1.1",
+                "--max-time",
+                "2",
+                "-H",
+                "connection: Upgrade",
+                "-H",
+                "upgrade: websocket",
+                "-H",
+                "sec-websocket-version: 13",
+                "-H",
+                "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==",
+                "-H",
+                &format!("cookie: {pin}"),
+            ],
+        ]
+        .concat(),
+        &format!("{a_url}chat"),
+    );
+    assert_eq!((ws.status, ws.header("x-backend-id")), (101, Some(home.as_str())));
+
     // The backend learns the scheme and the client.
     let headers = curl(
         &[args(&a_args), vec!["--http2"]].concat(),
@@ -283,7 +308,7 @@ async fn tls_listener_speaks_h1_and_h2_picks_certificates_by_sni_and_keeps_users
             r#"limpet_requests_total{{listener="{listener}",protocol="h1",tls="true"}}"#
         ))
         .await,
-        1.0
+        2.0, // the HTTP/1.1 request and the WebSocket
     );
     assert!(lb.log_text().contains("protocol=\"h2\"") || lb.log_text().contains("protocol=h2"));
 }

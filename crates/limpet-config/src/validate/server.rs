@@ -121,7 +121,17 @@ pub(super) fn listeners(
         let tls = take(&tp, tls, errs).and_then(|t| listener_tls(&tp, t, errs));
         let h2c = take(&join(&p, "h2c"), h2c, errs).unwrap_or(false);
         let redirect_https = take(&join(&p, "redirect_https"), redirect_https, errs).unwrap_or(false);
-        let proxy_protocol = take(&join(&p, "proxy_protocol"), proxy_protocol, errs).unwrap_or(false);
+        let pp = join(&p, "proxy_protocol");
+        let proxy_protocol = take(&pp, proxy_protocol, errs).unwrap_or(false);
+        if proxy_protocol {
+            errs.at(
+                &pp,
+                "PROXY protocol is not supported yet by this version of limpet",
+            )
+            .hint = Some(
+                "remove it, and let the L4 balancer in front connect without a PROXY header for now".into(),
+            );
+        }
         if tls.is_some() && h2c {
             errs.at(&join(&p, "h2c"), "is for listeners without TLS").hint =
                 Some("TLS listeners offer HTTP/2 through ALPN already; remove h2c".into());
