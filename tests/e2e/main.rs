@@ -7,6 +7,7 @@ mod cli;
 mod cookie;
 mod failover;
 mod health;
+mod proxy_protocol;
 mod redis;
 mod reload;
 mod responses;

@@ -435,3 +435,84 @@ fn rebalance_settings() {
         "is required"
     ));
 }
+
+#[test]
+fn edge_listeners() {
+    let text = GOOD.replace(
+        "listeners:\n  - address: 127.0.0.1:8080\n",
+        "listeners:\n  - address: 127.0.0.1:8080\n    redirect_https: true\n  - address: 127.0.0.1:8443\n    tls: { certificates: [{ cert: a.pem, key: a.key }, { cert: b.pem, key: b.key }], hsts: 365d }\n  - address: 127.0.0.1:8081\n    h2c: true\n",
+    );
+    let c = parse(&text).unwrap();
+    assert!(c.listeners[0].redirect_https && c.listeners[0].tls.is_none());
+    let tls = c.listeners[1].tls.clone().unwrap();
+    assert_eq!(tls.certificates.len(), 2);
+    assert_eq!(tls.hsts, Some(Duration::from_secs(365 * 86_400)));
+    assert_eq!(tls.min_version, TlsVersion::V1_2);
+    assert!(c.listeners[2].h2c);
+
+    let bad = GOOD.replace(
+        "listeners:\n  - address: 127.0.0.1:8080\n",
+        "listeners:\n  - address: 127.0.0.1:8080\n    proxy_protocol: true\n  - address: 127.0.0.1:8443\n    h2c: true\n    tls: { cert: a.pem, key: a.key, certificates: [{ cert: b.pem, key: b.key }], min_version: \"1.3\", hsts: soon }\n  - address: 127.0.0.1:8444\n    tls: { cert: a.pem }\n",
+    );
+    let errs = errors(&bad);
+    assert!(
+        has(&errs, "listeners[0].proxy_protocol", "trusted_proxies"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, "listeners[1].h2c", "without TLS"));
+    assert!(has(&errs, "listeners[1].tls", "both cert/key and certificates"));
+    assert!(has(&errs, "listeners[1].tls.min_version", "cannot be enforced"));
+    assert!(has(&errs, "listeners[1].tls.hsts", "soon"));
+    assert!(has(&errs, "listeners[2].tls.key", "is required"));
+}
+
+#[test]
+fn upstream_protocol_and_tls() {
+    let text = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    protocol: h2\n    tls: { sni: api.internal, ca: /etc/ca.pem }",
+    );
+    let web = &parse(&text).unwrap().pools[&PoolId::new("web")];
+    assert_eq!(web.protocol, UpstreamProtocol::H2);
+    let tls = web.tls.clone().unwrap();
+    assert!(tls.verify);
+    assert_eq!(tls.sni.as_deref(), Some("api.internal"));
+
+    for (pool, path, message) in [
+        ("protocol: h2", "pools.web.protocol", "h2 needs tls"),
+        (
+            "protocol: h2c\n    tls: { sni: a.b }",
+            "pools.web.protocol",
+            "h2c is cleartext",
+        ),
+        (
+            "tls: { ca: /etc/ca.pem }",
+            "pools.web.tls.sni",
+            "required while verify is on",
+        ),
+        (
+            "tls: { verify: false, client_cert: c.pem }",
+            "pools.web.tls.client_key",
+            "is required",
+        ),
+        ("protocol: h3", "pools.web.protocol", "not one of"),
+    ] {
+        let text = GOOD.replace(
+            "balance: round_robin",
+            &format!("balance: round_robin\n    {pool}"),
+        );
+        let errs = errors(&text);
+        assert!(has(&errs, path, message), "{pool}: {errs:?}");
+    }
+    let off = GOOD.replace(
+        "balance: round_robin",
+        "balance: round_robin\n    tls: { verify: false }",
+    );
+    assert!(
+        !parse(&off).unwrap().pools[&PoolId::new("web")]
+            .tls
+            .clone()
+            .unwrap()
+            .verify
+    );
+}

@@ -138,3 +138,22 @@ impl ListenerCounters {
         }
     }
 }
+
+/// `limpet_proxy_protocol_refused_total` of one listener.
+#[derive(Clone)]
+pub struct ProxyProtocolRefusals {
+    pub(crate) malformed: IntCounter,
+    pub(crate) untrusted: IntCounter,
+}
+
+impl ProxyProtocolRefusals {
+    /// A header that is not a valid PROXY v1/v2 header.
+    pub fn malformed(&self) {
+        self.malformed.inc();
+    }
+
+    /// A connection from a peer outside `server.trusted_proxies`.
+    pub fn untrusted(&self) {
+        self.untrusted.inc();
+    }
+}

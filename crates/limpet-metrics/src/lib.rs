@@ -11,8 +11,8 @@ use prometheus::{
 mod handles;
 
 pub use handles::{
-    BackendKey, BackendMetrics, DecisionMetrics, InFlight, ListenerCounters, PoolLabel, ResponseCounters,
-    ResponseKind, STORE_ERROR_KINDS,
+    BackendKey, BackendMetrics, DecisionMetrics, InFlight, ListenerCounters, PoolLabel,
+    ProxyProtocolRefusals, ResponseCounters, ResponseKind, STORE_ERROR_KINDS,
 };
 
 /// HTTP status classes used as the `code` label.
@@ -45,6 +45,7 @@ pub struct Metrics {
     store_errors: IntCounterVec,
     responses: IntCounterVec,
     client_requests: IntCounterVec,
+    proxy_protocol_refused: IntCounterVec,
     pub config_generation: IntGauge,
     config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
@@ -222,6 +223,16 @@ impl Metrics {
                     &["listener", "protocol", "tls"],
                 )?,
             )?,
+            proxy_protocol_refused: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_proxy_protocol_refused_total",
+                        "Connections closed on a listener with proxy_protocol because the PROXY header was malformed or the peer is not a trusted proxy.",
+                    ),
+                    &["listener", "reason"],
+                )?,
+            )?,
             registry: r,
         };
         Ok(metrics.with_alertable_series())
@@ -259,6 +270,18 @@ impl Metrics {
         ListenerCounters {
             h1: self.client_requests.with_label_values(&[address, "h1", tls]),
             h2: self.client_requests.with_label_values(&[address, "h2", tls]),
+        }
+    }
+
+    /// Refusal counters of a listener with `proxy_protocol`, created at 0.
+    pub fn proxy_protocol(&self, address: &str) -> ProxyProtocolRefusals {
+        ProxyProtocolRefusals {
+            malformed: self
+                .proxy_protocol_refused
+                .with_label_values(&[address, "malformed"]),
+            untrusted: self
+                .proxy_protocol_refused
+                .with_label_values(&[address, "untrusted"]),
         }
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use limpet_config::{BackendId, PoolId};
-use limpet_metrics::{BackendKey, ListenerCounters, Metrics, PoolLabel, ResponseCounters};
+use limpet_metrics::{
+    BackendKey, ListenerCounters, Metrics, PoolLabel, ProxyProtocolRefusals, ResponseCounters,
+};
 use limpet_sessions::SessionStore;
 
 use crate::clock::unix_now;
@@ -26,6 +28,8 @@ pub struct Shared {
     pub unrouted: ResponseCounters,
     /// `limpet_requests_total` of each listener (listeners are fixed at start).
     pub listeners: Vec<ListenerCounters>,
+    /// Refused PROXY headers of each listener with `proxy_protocol` (`None` otherwise).
+    pub proxy_protocol: Vec<Option<ProxyProtocolRefusals>>,
 }
 
 impl Shared {
@@ -37,8 +41,18 @@ impl Shared {
             .iter()
             .map(|l| metrics.listener(&l.address.to_string(), l.tls.is_some()))
             .collect();
+        let proxy_protocol = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| {
+                l.proxy_protocol
+                    .then(|| metrics.proxy_protocol(&l.address.to_string()))
+            })
+            .collect();
         Self {
             listeners,
+            proxy_protocol,
             current: ArcSwap::from_pointee(snapshot),
             metrics,
             last_reload_error: ArcSwapOption::empty(),

@@ -7,18 +7,20 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use limpet_config::LogFormat;
+use limpet_config::{Listener, LogFormat};
 use limpet_proxy::{
-    load_file, Admin, Drain, HealthService, Limpet, Loaded, Reloader, Shared, Signals, Snapshot, SniResolver,
-    Stopped, StoreKeeper,
+    load_file, Admin, BeforeHttp, BeforeTls, Drain, HealthService, Limpet, Loaded, Reloader, Shared, Signals,
+    Snapshot, SniResolver, Stopped, StoreKeeper,
 };
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::Listeners;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 
 /// limpet: a sticky-session layer-7 load balancer.
 #[derive(Parser, Debug)]
@@ -103,6 +105,64 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Adds listener `i`'s proxy service to `server`.
+fn add_listener(server: &mut Server, shared: &Arc<Shared>, i: usize, l: &Listener) -> anyhow::Result<()> {
+    let name = format!("limpet proxy {}", l.address);
+    let mut proxy = HttpProxy::new(Limpet::new(shared.clone(), i), server.configuration.clone());
+    proxy.handle_init_modules();
+    if l.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
+    }
+    let address = l.address.to_string();
+    let tls = match &l.tls {
+        None => None,
+        Some(_) => {
+            // The resolver picks each handshake's certificate from the snapshot in
+            // use, so certificates reload with everything else.
+            let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
+            tls.set_cert_resolver(Arc::new(SniResolver::new(shared.clone(), i)));
+            tls.enable_h2();
+            Some(tls)
+        }
+    };
+    match (tls, l.proxy_protocol) {
+        (None, false) => {
+            let mut service = Service::new(name, proxy);
+            service.add_tcp(&address);
+            server.add_service(service);
+        }
+        (Some(tls), false) => {
+            let mut service = Service::new(name, proxy);
+            service.add_tls_with_settings(&address, None, tls);
+            server.add_service(service);
+        }
+        // The PROXY header comes first on the connection: before TLS on a TLS
+        // listener, before the first request on a plain one.
+        (None, true) => {
+            let app = BeforeHttp {
+                shared: shared.clone(),
+                listener: i,
+                inner: Arc::new(proxy),
+            };
+            let mut service = Service::new(name, app);
+            service.add_tcp(&address);
+            server.add_service(service);
+        }
+        (Some(tls), true) => {
+            let mut listeners = Listeners::new();
+            listeners.set_pre_tls_callback(Arc::new(BeforeTls {
+                shared: shared.clone(),
+                listener: i,
+            }));
+            listeners.add_tls_with_settings(&address, None, tls);
+            server.add_service(Service::with_listeners(name, listeners, proxy));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the server until it stops: returns when a graceful stop has drained every
 /// request, or when Pingora's own run ends.
 fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
@@ -137,33 +197,10 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
         .set(limpet_proxy::clock::unix_secs_f64(snapshot.loaded_at));
     let shared = Arc::new(Shared::new(snapshot, metrics, store));
 
-    // One proxy service per listener: listeners differ in TLS, h2c and redirects.
+    // One proxy service per listener: listeners differ in TLS, h2c, PROXY protocol
+    // and redirects.
     for (i, l) in config.listeners.iter().enumerate() {
-        let name = format!("limpet proxy {}", l.address);
-        let mut proxy = pingora_proxy::http_proxy_service_with_name(
-            &server.configuration,
-            Limpet::new(shared.clone(), i),
-            &name,
-        );
-        if l.h2c {
-            if let Some(app) = proxy.app_logic_mut() {
-                let mut options = HttpServerOptions::default();
-                options.h2c = true;
-                app.server_options = Some(options);
-            }
-        }
-        let address = l.address.to_string();
-        if l.tls.is_some() {
-            // The resolver picks each handshake's certificate from the snapshot in
-            // use, so certificates reload with everything else.
-            let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
-            tls.set_cert_resolver(Arc::new(SniResolver::new(shared.clone(), i)));
-            tls.enable_h2();
-            proxy.add_tls_with_settings(&address, None, tls);
-        } else {
-            proxy.add_tcp(&address);
-        }
-        server.add_service(proxy);
+        add_listener(&mut server, &shared, i, l)?;
     }
     let mut admin = Service::new(
         "limpet admin".to_string(),

@@ -39,6 +39,17 @@ pub(crate) fn validate(file: s::File, errs: &mut Errors) -> Option<Config> {
         )
         .hint = Some("add cookie_keys: [{ id: k1, secret_env: LIMPET_COOKIE_KEY }]".into());
     }
+    if let (Some(listeners), Some(server)) = (&listeners, &server) {
+        for (i, l) in listeners.iter().enumerate() {
+            if l.proxy_protocol && server.trusted_proxies.is_empty() {
+                errs.at(
+                    &format!("listeners[{i}].proxy_protocol"),
+                    "is only accepted from server.trusted_proxies, which is empty",
+                )
+                .hint = Some("list the L4 balancers' addresses in server.trusted_proxies".into());
+            }
+        }
+    }
     if let (Some(listeners), Some(admin)) = (&listeners, &admin) {
         if listeners.iter().any(|l| l.address == admin.address) {
             errs.at("admin.address", "is also used by a listener").hint =

@@ -118,25 +118,18 @@ pub(super) fn listeners(
     {
         unknown_keys(&p, &unknown, s::LISTENER_KEYS, errs);
         let tp = join(&p, "tls");
-        let tls = take(&tp, tls, errs).and_then(|t| listener_tls(&tp, t, errs));
+        let tls_surface = take(&tp, tls, errs);
+        // Checks against the other keys hold even when `tls` itself has errors.
+        let has_tls = tls_surface.is_some();
+        let tls = tls_surface.and_then(|t| listener_tls(&tp, t, errs));
         let h2c = take(&join(&p, "h2c"), h2c, errs).unwrap_or(false);
         let redirect_https = take(&join(&p, "redirect_https"), redirect_https, errs).unwrap_or(false);
-        let pp = join(&p, "proxy_protocol");
-        let proxy_protocol = take(&pp, proxy_protocol, errs).unwrap_or(false);
-        if proxy_protocol {
-            errs.at(
-                &pp,
-                "PROXY protocol is not supported yet by this version of limpet",
-            )
-            .hint = Some(
-                "remove it, and let the L4 balancer in front connect without a PROXY header for now".into(),
-            );
-        }
-        if tls.is_some() && h2c {
+        let proxy_protocol = take(&join(&p, "proxy_protocol"), proxy_protocol, errs).unwrap_or(false);
+        if has_tls && h2c {
             errs.at(&join(&p, "h2c"), "is for listeners without TLS").hint =
                 Some("TLS listeners offer HTTP/2 through ALPN already; remove h2c".into());
         }
-        if tls.is_some() && redirect_https {
+        if has_tls && redirect_https {
             errs.at(
                 &join(&p, "redirect_https"),
                 "on a TLS listener would redirect to itself",
@@ -187,12 +180,10 @@ fn listener_tls(p: &str, t: s::ListenerTls, errs: &mut Errors) -> Option<Listene
                 "write tls: { cert: PATH, key: PATH } or tls: { certificates: [{ cert: PATH, key: PATH }] }"
                     .into(),
             );
-            return None;
         }
         ((Some(_), _) | (_, Some(_)), Some(_)) => {
             errs.at(p, "has both cert/key and certificates").hint =
                 Some("list every certificate under certificates (the first is the default)".into());
-            return None;
         }
         ((cert, key), None) => pairs.extend(cert_pair(p, cert, key, errs)),
         ((None, None), Some(items)) => {
