@@ -3,6 +3,7 @@
 
 mod app_cookie;
 mod bad_input;
+mod browser;
 mod cli;
 mod cookie;
 mod failover;

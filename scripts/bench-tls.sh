@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# make bench (TLS part): limpet's TLS listener against HAProxy's, same ECDSA P-256
+# certificate, one worker thread each, in front of the shared harness's nginx backends,
+# in one run. For each: full handshakes (openssl s_time -new), resumed handshakes
+# (s_time -reuse), CPU per request on kept-alive TLS connections (wrk over https), and
+# HTTP/2 requests (h2load). CPU figures are the balancer's own user+system time from
+# /proc, divided by the handshakes or requests done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+harness=${BENCH_HARNESS:-../shared/bench}
+secs=${SECS:-5}
+for cmd in haproxy nginx wrk h2load openssl bc; do
+  command -v $cmd >/dev/null || { echo "missing $cmd (apt-get install haproxy nginx-light wrk nghttp2-client openssl bc)" >&2; exit 1; }
+done
+limpet=${LIMPET_BIN:-target/release/limpet}
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
+trap cleanup EXIT
+
+openssl req -x509 -nodes -days 2 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+  -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=bench.test \
+  -addext subjectAltName=DNS:bench.test 2>/dev/null
+cat "$dir/cert.pem" "$dir/key.pem" > "$dir/haproxy.pem"
+
+cat > "$dir/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 4000
+    tune.ssl.default-dh-param 2048
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+frontend fe
+    bind 127.0.0.1:18490 ssl crt $dir/haproxy.pem alpn h2,http/1.1
+    default_backend be
+backend be
+    balance roundrobin
+    cookie SRVID insert indirect nocache httponly maxlife 15m
+    http-reuse always
+    server s1 127.0.0.1:18081 cookie s1
+    server s2 127.0.0.1:18082 cookie s2
+    server s3 127.0.0.1:18083 cookie s3
+    server s4 127.0.0.1:18084 cookie s4
+CFG
+cat > "$dir/limpet.yaml" <<YAML
+server: { threads: 1, client_idle_timeout: 30s }
+listeners:
+  - address: 127.0.0.1:18493
+    tls: { cert: $dir/cert.pem, key: $dir/key.pem }
+admin: { address: 127.0.0.1:19493 }
+cookie_keys: [ { id: b1, secret: "bench-secret-0123456789abcdef0123456789" } ]
+routes: [ { host: "*", path_prefix: /, pool: be } ]
+pools:
+  be:
+    persistence: [ { cookie: { name: LIMPET, ttl: 15m } } ]
+    backends:
+      - { id: s1, address: 127.0.0.1:18081 }
+      - { id: s2, address: 127.0.0.1:18082 }
+      - { id: s3, address: 127.0.0.1:18083 }
+      - { id: s4, address: 127.0.0.1:18084 }
+YAML
+
+nginx -c "$(cd "$harness" && pwd)/backends.nginx.conf" & pids+=($!)
+haproxy -f "$dir/haproxy.cfg" -db 2>"$dir/haproxy.log" & pids+=($!); hap=$!
+LIMPET_LOG=warn "$limpet" --config "$dir/limpet.yaml" --upgrade-sock "$dir/u.sock" 2>"$dir/limpet.log" & pids+=($!); lim=$!
+for port in 18490 18493; do
+  for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+
+tck=$(getconf CLK_TCK)
+cpu() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12+$13}'; }
+us_per() { echo "scale=1; ($2-$1)*1000000/$tck/$3" | bc; }
+
+echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; SECS=$secs; ECDSA P-256, TLS 1.3"
+for round in 1 2 3; do
+  for entry in "haproxy 18490 $hap" "limpet 18493 $lim"; do
+    set -- $entry; name=$1 port=$2 pid=$3
+    # Full handshakes: a new TLS session per connection, one request each.
+    c0=$(cpu "$pid")
+    out=$(openssl s_time -connect "127.0.0.1:$port" -new -time "$secs" -www / 2>/dev/null)
+    c1=$(cpu "$pid")
+    n=$(echo "$out" | awk '/connections in/ && /real/ {print $1; exit}')
+    full_rate=$(echo "$out" | awk '/connections\/user sec/ {print $1; exit}')
+    full=$(us_per "$c0" "$c1" "${n:-1}")
+    # Resumed handshakes.
+    c0=$(cpu "$pid")
+    out=$(openssl s_time -connect "127.0.0.1:$port" -reuse -time "$secs" -www / 2>/dev/null)
+    c1=$(cpu "$pid")
+    n=$(echo "$out" | awk '/connections in/ && /real/ {n=$1} END {print n}')
+    resumed=$(us_per "$c0" "$c1" "${n:-1}")
+    # Kept-alive TLS connections, HTTP/1.1.
+    c0=$(cpu "$pid")
+    out=$(wrk -t1 -c64 -d"${secs}s" "https://127.0.0.1:$port/")
+    c1=$(cpu "$pid")
+    reqs=$(echo "$out" | awk '/requests in/{print $1}')
+    ka=$(us_per "$c0" "$c1" "$reqs")
+    # HTTP/2: 8 connections, 16 streams each.
+    c0=$(cpu "$pid")
+    out=$(h2load -D "$secs" -c 8 -m 16 -t 1 "https://127.0.0.1:$port/" 2>/dev/null)
+    c1=$(cpu "$pid")
+    h2reqs=$(echo "$out" | awk '/^requests:/{print $8}')
+    h2rps=$(echo "$out" | awk '/^finished in/{print $4}')
+    h2=$(us_per "$c0" "$c1" "${h2reqs:-1}")
+    printf '%-8s round %s  full: %s conn/user-s, %s us/handshake  resumed: %s us  keep-alive h1: %s us/req  h2: %s req/s, %s us/req\n' \
+      "$name" "$round" "${full_rate:-?}" "$full" "$resumed" "$ka" "${h2rps:-?}" "$h2"
+  done
+done
