@@ -200,6 +200,42 @@ async fn tls_listener_speaks_h1_and_h2_picks_certificates_by_sni_and_keeps_users
     assert!(subject(tls, Some("unknown.test")).contains("CN = a.test"));
     assert!(subject(tls, None).contains("CN = a.test"));
 
+    // Session resumption, TLS 1.3 (tickets) and TLS 1.2 (session ids).
+    for (version, file) in [("-tls1_3", "s13.pem"), ("-tls1_2", "s12.pem")] {
+        let session = dir.join(file);
+        let handshake = |arg: &str| {
+            let out = Command::new("openssl")
+                .args([
+                    "s_client",
+                    version,
+                    "-connect",
+                    &tls.to_string(),
+                    "-servername",
+                    "a.test",
+                    arg,
+                ])
+                .arg(&session)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    // A request, so that a TLS 1.3 ticket arrives before the client leaves.
+                    c.stdin
+                        .take()
+                        .unwrap()
+                        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
+                    c.wait_with_output()
+                })
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        assert!(handshake("-sess_out").contains("\nNew, "), "{version}");
+        assert!(
+            handshake("-sess_in").contains("\nReused, "),
+            "{version}: no resumption"
+        );
+    }
+
     let (a_args, a_url) = via("a.test", tls, &a.0);
     let h2 = curl(&[args(&a_args), vec!["--http2"]].concat(), &a_url);
     assert_eq!(
@@ -308,7 +344,7 @@ async fn tls_listener_speaks_h1_and_h2_picks_certificates_by_sni_and_keeps_users
             r#"limpet_requests_total{{listener="{listener}",protocol="h1",tls="true"}}"#
         ))
         .await,
-        2.0, // the HTTP/1.1 request and the WebSocket
+        6.0, // four resumption probes, the HTTP/1.1 request and the WebSocket
     );
     assert!(lb.log_text().contains("protocol=\"h2\"") || lb.log_text().contains("protocol=h2"));
 }
