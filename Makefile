@@ -26,6 +26,7 @@ lint:
 
 bench: build
 	scripts/bench.sh
+	SECS=$${SECS:-5} scripts/bench-tls.sh
 	SECS=$${SECS:-5} target/release/reload-bench
 	SECS=$${SECS:-5} target/release/store-bench
 

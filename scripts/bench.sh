@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 harness=${BENCH_HARNESS:-../shared/bench}
 [ -x "$harness/run-anchors.sh" ] || { echo "bench harness not found at $harness" >&2; exit 1; }
 missing=()
-for cmd in haproxy nginx caddy wrk bc curl; do command -v $cmd >/dev/null || missing+=($cmd); done
+for cmd in haproxy nginx caddy wrk bc curl h2load; do command -v $cmd >/dev/null || missing+=($cmd); done
 if [ ${#missing[@]} -gt 0 ]; then
-  pkgs=$(echo "${missing[@]}" | sed 's/nginx/nginx-light/')
+  pkgs=$(echo "${missing[@]}" | sed 's/nginx/nginx-light/; s/h2load/nghttp2-client/')
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs
   else
