@@ -203,37 +203,23 @@ async fn tls_listener_speaks_h1_and_h2_picks_certificates_by_sni_and_keeps_users
     // Session resumption, TLS 1.3 (tickets) and TLS 1.2 (session ids).
     for (version, file) in [("-tls1_3", "s13.pem"), ("-tls1_2", "s12.pem")] {
         let session = dir.join(file);
+        // The request and -ign_eof keep the client until the server closes, so that
+        // a TLS 1.3 ticket always arrives before it leaves.
         let handshake = |arg: &str| {
-            let out = Command::new("openssl")
-                .args([
-                    "s_client",
-                    version,
-                    "-connect",
-                    &tls.to_string(),
-                    "-servername",
-                    "a.test",
-                    arg,
-                ])
-                .arg(&session)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .and_then(|mut c| {
-                    // A request, so that a TLS 1.3 ticket arrives before the client leaves.
-                    c.stdin
-                        .take()
-                        .unwrap()
-                        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")?;
-                    c.wait_with_output()
-                })
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "printf 'GET / HTTP/1.1\\r\\nHost: a.test\\r\\nConnection: close\\r\\n\\r\\n' | openssl s_client -ign_eof {version} -connect {tls} -servername a.test {arg} {}",
+                    session.display()
+                ))
+                .output()
                 .unwrap();
             String::from_utf8_lossy(&out.stdout).to_string()
         };
-        assert!(handshake("-sess_out").contains("\nNew, "), "{version}");
-        assert!(
-            handshake("-sess_in").contains("\nReused, "),
-            "{version}: no resumption"
-        );
+        let first = handshake("-sess_out");
+        assert!(first.contains("HTTP/1.1 200"), "{version}: {first}");
+        let again = handshake("-sess_in");
+        assert!(again.contains("\nReused, "), "{version}: no resumption:\n{again}");
     }
 
     let (a_args, a_url) = via("a.test", tls, &a.0);
@@ -291,6 +277,15 @@ async fn tls_listener_speaks_h1_and_h2_picks_certificates_by_sni_and_keeps_users
         .is_some_and(|c| c.starts_with("LIMPET=")));
     assert_eq!(lb.web_cookie_decisions("invalid").await, 1.0);
 
+    // limpet's own answers on a TLS listener carry HSTS too.
+    let big = format!("x-big: {}", "b".repeat(70 * 1024));
+    let refused = curl(&[args(&a_args), vec!["--http1.1", "-H", &big]].concat(), &a_url);
+    assert_eq!(refused.status, 431);
+    assert_eq!(
+        refused.header("strict-transport-security"),
+        Some("max-age=15552000")
+    );
+
     // A WebSocket over TLS (HTTP/1.1, as browsers open it next to HTTP/2), pinned too.
     let ws = curl(
         &[
@@ -344,7 +339,7 @@ async fn tls_listener_speaks_h1_and_h2_picks_certificates_by_sni_and_keeps_users
             r#"limpet_requests_total{{listener="{listener}",protocol="h1",tls="true"}}"#
         ))
         .await,
-        6.0, // four resumption probes, the HTTP/1.1 request and the WebSocket
+        7.0, // four resumption probes, the 431, the HTTP/1.1 request and the WebSocket
     );
     assert!(lb.log_text().contains("protocol=\"h2\"") || lb.log_text().contains("protocol=h2"));
 }

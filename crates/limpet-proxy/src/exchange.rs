@@ -180,10 +180,29 @@ pub async fn refuse(
     shared: &Shared,
     snap: Option<&Snapshot>,
     pool: Option<usize>,
+    via: Via,
     session: &mut Session,
     refusal: Refusal,
 ) -> Result<bool> {
-    respond(shared, snap, pool, session, refusal, None).await
+    let hsts = snap
+        .and_then(|s| s.listeners.get(via.listener))
+        .and_then(|l| l.hsts.as_deref());
+    respond(
+        shared,
+        snap,
+        pool,
+        session,
+        refusal,
+        Extra { location: None, hsts },
+    )
+    .await
+}
+
+/// Headers some of limpet's own responses carry.
+struct Extra<'a> {
+    location: Option<String>,
+    /// `Strict-Transport-Security` of a TLS listener that sends it.
+    hsts: Option<&'a str>,
 }
 
 /// Sends the client to `https://{host}{path}` with a 308 (method and body kept).
@@ -199,15 +218,12 @@ pub async fn redirect_https(
         .path_and_query()
         .map_or("/", |p| p.as_str());
     let location = format!("https://{host}{path}");
-    respond(
-        shared,
-        Some(snap),
-        None,
-        session,
-        Refusal::HttpsRedirect,
-        Some(location),
-    )
-    .await
+    // Plain listeners only: HSTS over http means nothing to a browser.
+    let extra = Extra {
+        location: Some(location),
+        hsts: None,
+    };
+    respond(shared, Some(snap), None, session, Refusal::HttpsRedirect, extra).await
 }
 
 async fn respond(
@@ -216,7 +232,7 @@ async fn respond(
     pool: Option<usize>,
     session: &mut Session,
     refusal: Refusal,
-    location: Option<String>,
+    extra: Extra<'_>,
 ) -> Result<bool> {
     if session
         .response_written()
@@ -236,8 +252,11 @@ async fn respond(
     if refusal.retry_after() {
         h.insert_header("retry-after", "1")?;
     }
-    if let Some(location) = location {
+    if let Some(location) = extra.location {
         h.insert_header("location", location)?;
+    }
+    if let Some(hsts) = extra.hsts {
+        h.insert_header("strict-transport-security", hsts)?;
     }
     session.write_response_header(Box::new(h), false).await?;
     session

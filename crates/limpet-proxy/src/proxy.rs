@@ -121,11 +121,19 @@ impl ProxyHttp for Limpet {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let shared = &self.shared;
         let Some(snap) = ctx.snap.clone() else {
-            return refuse(shared, None, None, session, Refusal::Internal).await;
+            return refuse(shared, None, None, ctx.via, session, Refusal::Internal).await;
         };
         let req = session.req_header();
         if request::header_bytes(&req.uri, &req.headers) > request::MAX_HEADER_BYTES {
-            return refuse(shared, Some(&snap), None, session, Refusal::HeaderTooLarge).await;
+            return refuse(
+                shared,
+                Some(&snap),
+                None,
+                ctx.via,
+                session,
+                Refusal::HeaderTooLarge,
+            )
+            .await;
         }
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let trusted = &snap.config.server.trusted_proxies;
@@ -144,7 +152,7 @@ impl ProxyHttp for Limpet {
             return exchange::redirect_https(shared, &snap, session, &host).await;
         }
         let Some(pool_index) = snap.route(&host, req.uri.path().as_bytes()) else {
-            return refuse(shared, Some(&snap), None, session, Refusal::NoRoute).await;
+            return refuse(shared, Some(&snap), None, ctx.via, session, Refusal::NoRoute).await;
         };
         ctx.attempt.pool = Some(pool_index);
         let pool = &snap.pools[pool_index];
@@ -173,7 +181,7 @@ impl ProxyHttp for Limpet {
             None
         };
         if let Some(refusal) = refusal {
-            return refuse(shared, Some(&snap), Some(pool_index), session, refusal).await;
+            return refuse(shared, Some(&snap), Some(pool_index), ctx.via, session, refusal).await;
         }
         if session.is_upgrade_req() {
             // Upgrades (WebSocket) get their own fresh upstream connection and tunnel.
@@ -225,7 +233,7 @@ impl ProxyHttp for Limpet {
             // The request body may be unread: this connection is not reused.
             session.set_keepalive(None);
             let (snap, pool) = (ctx.snap.as_deref(), ctx.attempt.pool);
-            if let Err(err) = refuse(&self.shared, snap, pool, session, refusal).await {
+            if let Err(err) = refuse(&self.shared, snap, pool, ctx.via, session, refusal).await {
                 tracing::debug!(error = %err, "could not send limpet's error response");
             }
         }

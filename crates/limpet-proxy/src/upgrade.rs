@@ -36,11 +36,11 @@ pub(crate) async fn tunnel(
 ) -> Result<bool> {
     let pool_index = attempt.pool;
     let Some(pool) = attempt.pool(snap) else {
-        return refuse(shared, Some(snap), pool_index, session, Refusal::NoRoute).await;
+        return refuse(shared, Some(snap), pool_index, via, session, Refusal::NoRoute).await;
     };
     let mut upstream = loop {
         let Some(i) = attempt.next_attempt(pool) else {
-            return refuse(shared, Some(snap), pool_index, session, Refusal::NoBackend).await;
+            return refuse(shared, Some(snap), pool_index, via, session, Refusal::NoBackend).await;
         };
         let peer = upgrade_peer_for(snap, pool, i);
         match connector.new_stream(&peer).await {
@@ -60,13 +60,22 @@ pub(crate) async fn tunnel(
                             shared,
                             Some(snap),
                             pool_index,
+                            via,
                             session,
                             Refusal::SessionBackendDown,
                         )
                         .await
                     }
                     AfterConnectFailure::GiveUp => {
-                        return refuse(shared, Some(snap), pool_index, session, Refusal::ConnectFailed).await
+                        return refuse(
+                            shared,
+                            Some(snap),
+                            pool_index,
+                            via,
+                            session,
+                            Refusal::ConnectFailed,
+                        )
+                        .await
                     }
                 }
             }
@@ -77,16 +86,40 @@ pub(crate) async fn tunnel(
     req.set_version(Version::HTTP_11);
     forwarding_headers(session, via, &mut req)?;
     if upstream.write_request_header(Box::new(req)).await.is_err() {
-        return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
+        return refuse(
+            shared,
+            Some(snap),
+            pool_index,
+            via,
+            session,
+            Refusal::UpstreamError,
+        )
+        .await;
     }
     // A body sent with the upgrade request precedes the switch (RFC 9110 §7.8).
     while let Some(chunk) = session.read_request_body().await? {
         if upstream.write_body(&chunk).await.is_err() {
-            return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
+            return refuse(
+                shared,
+                Some(snap),
+                pool_index,
+                via,
+                session,
+                Refusal::UpstreamError,
+            )
+            .await;
         }
     }
     if upstream.finish_body().await.is_err() {
-        return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
+        return refuse(
+            shared,
+            Some(snap),
+            pool_index,
+            via,
+            session,
+            Refusal::UpstreamError,
+        )
+        .await;
     }
 
     let mut head = None;
@@ -104,7 +137,15 @@ pub(crate) async fn tunnel(
         }
     }
     let Some(mut head) = head else {
-        return refuse(shared, Some(snap), pool_index, session, Refusal::UpstreamError).await;
+        return refuse(
+            shared,
+            Some(snap),
+            pool_index,
+            via,
+            session,
+            Refusal::UpstreamError,
+        )
+        .await;
     };
     record(shared, snap, attempt).await;
     decorate_response(snap, attempt, via, &mut head)?;
