@@ -109,3 +109,29 @@ async fn bad_cookies_get_a_fresh_pin_and_are_counted() {
     }
     assert_eq!(total5, 0.0, "no bad input may cause a 5xx");
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 from limpet; HTTP/1.0
+/// without Host stays allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_without_host_is_refused() {
+    let bs = backends("nh", 1).await;
+    let lb = Limpet::start(&bs, "name: LIMPET, ttl: 15m", "").await;
+    assert_eq!(
+        raw_status(lb.addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await,
+        400
+    );
+    assert_eq!(
+        lb.metric(r#"limpet_responses_total{code="400",pool="",reason="bad_request"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(raw_status(lb.addr, b"GET / HTTP/1.0\r\n\r\n").await, 200);
+    assert_eq!(
+        raw_status(
+            lb.addr,
+            b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n"
+        )
+        .await,
+        200
+    );
+}

@@ -135,6 +135,12 @@ impl ProxyHttp for Limpet {
             )
             .await;
         }
+        // RFC 9112 §3.2: HTTP/1.1 requires Host (HTTP/2 carries :authority instead);
+        // HTTP/1.0 may omit it.
+        let no_host = req.uri.host().is_none() && !req.headers.contains_key(http::header::HOST);
+        if req.version == http::Version::HTTP_11 && no_host {
+            return refuse(shared, Some(&snap), None, ctx.via, session, Refusal::BadRequest).await;
+        }
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let trusted = &snap.config.server.trusted_proxies;
         ctx.client = peer.map(|p| request::client_ip(p, &req.headers, trusted));
