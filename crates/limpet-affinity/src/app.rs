@@ -160,3 +160,30 @@ mod tests {
         assert_eq!(read(&[&long]), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary Set-Cookie bytes from a backend: no panic, and a lifetime never
+        /// beyond what fits in the cookie format.
+        #[test]
+        fn app_cookie_of_arbitrary_bytes(
+            headers in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..4),
+        ) {
+            let found = app_cookie(headers.iter().map(Vec::as_slice), "JSESSIONID", 1_795_305_600);
+            if let Some(AppCookie::Set { value, .. }) = found {
+                prop_assert!(!value.is_empty());
+            }
+        }
+
+        /// The same with a well-formed name and arbitrary attributes.
+        #[test]
+        fn app_cookie_attributes_never_panic(attrs in "[ -~]{0,200}") {
+            let header = format!("JSESSIONID=abc; {attrs}");
+            let _ = app_cookie([header.as_bytes()], "JSESSIONID", 1_795_305_600);
+        }
+    }
+}

@@ -205,3 +205,25 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes in any number of Cookie fields: no panic, at most MAX_CANDIDATES
+        /// values, each a slice of the input without its surrounding quotes.
+        #[test]
+        fn cookie_values_of_arbitrary_bytes(
+            fields in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..6),
+            name in proptest::collection::vec(any::<u8>(), 1..12),
+        ) {
+            let found: Vec<&[u8]> = cookie_values(fields.iter().map(Vec::as_slice), &name).collect();
+            prop_assert!(found.len() <= MAX_CANDIDATES);
+            for v in found {
+                prop_assert!(fields.iter().any(|f| f.windows(v.len().max(1)).any(|w| v.is_empty() || w == v)));
+            }
+        }
+    }
+}

@@ -301,6 +301,32 @@ mod tests {
         h
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes: no panic, and a header is never read past its end: what
+        /// follows it stays for HTTP or TLS.
+        #[test]
+        fn arbitrary_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (r, rest) = rt.block_on(read(&bytes));
+            if r.is_ok() {
+                let consumed = bytes.len() - rest.len();
+                let v1 = bytes.starts_with(b"PROXY") && bytes[..consumed].ends_with(b"\r\n");
+                let v2 = bytes.starts_with(&V2_SIGNATURE);
+                proptest::prop_assert!(v1 || v2);
+            }
+        }
+
+        /// Valid v1 headers for any address and port round-trip.
+        #[test]
+        fn v1_round_trip(a in 0u8..=255, b in 0u8..=255, port in 1u16..) {
+            let line = format!("PROXY TCP4 10.{a}.{b}.1 127.0.0.1 {port} 80\r\nX");
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (r, rest) = rt.block_on(read(line.as_bytes()));
+            proptest::prop_assert_eq!(r, Ok(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, a, b, 1)), port))));
+            proptest::prop_assert_eq!(rest, b"X".to_vec());
+        }
+    }
+
     #[tokio::test]
     async fn v2_headers() {
         let body4 = [203, 0, 113, 9, 10, 0, 0, 1, 0x1f, 0x90, 1, 187];
