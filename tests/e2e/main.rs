@@ -12,6 +12,7 @@ mod proxy_protocol;
 mod redis;
 mod reload;
 mod responses;
+mod slow;
 mod streaming;
 mod tables;
 mod tls;

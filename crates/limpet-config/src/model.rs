@@ -55,6 +55,8 @@ pub struct Config {
 pub struct Server {
     pub threads: usize,
     pub client_idle_timeout: Duration,
+    /// The whole request head must arrive within this from its first byte, else 408.
+    pub request_header_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
     pub grace_period: Duration,

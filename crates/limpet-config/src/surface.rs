@@ -106,6 +106,7 @@ pub const HEADER_KEYS: &[&str] = &["name", "ttl", "ttl_header", "max_ttl"];
 pub struct Server {
     pub threads: F<u64>,
     pub client_idle_timeout: F<String>,
+    pub request_header_timeout: F<String>,
     pub upstream_connect_timeout: F<String>,
     pub upstream_read_timeout: F<String>,
     pub grace_period: F<String>,
@@ -119,6 +120,7 @@ pub struct Server {
 pub const SERVER_KEYS: &[&str] = &[
     "threads",
     "client_idle_timeout",
+    "request_header_timeout",
     "upstream_connect_timeout",
     "upstream_read_timeout",
     "grace_period",

@@ -19,6 +19,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::{Error, ErrorType, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::deadline::{Guard, Guarded};
 use crate::shared::Shared;
 
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -220,25 +221,38 @@ impl PreTlsProcess for BeforeTls {
     }
 }
 
-/// A plain listener's application with `proxy_protocol: true`: reads the header once
-/// per connection, then hands the connection to the HTTP application for as many
-/// requests as it carries.
-pub struct BeforeHttp<A> {
+/// The application in front of a listener's HTTP proxy: reads the PROXY header first
+/// when the listener expects one (plain listeners; TLS listeners read it before the
+/// handshake in [`BeforeTls`]), then serves the connection's requests itself, under the
+/// idle and request-head deadlines of [`crate::deadline`] for HTTP/1.
+pub struct Front<A> {
     pub shared: Arc<Shared>,
     pub listener: usize,
+    /// Read a PROXY header before the first request.
+    pub proxy_protocol: bool,
     pub inner: Arc<A>,
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for BeforeHttp<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        accept(&self.shared, self.listener, stream.as_mut()).await.ok()?;
-        // Keep-alive reuse stays inside this connection: the header came only once.
+        if self.proxy_protocol {
+            accept(&self.shared, self.listener, stream.as_mut()).await.ok()?;
+        }
+        let guard = Arc::new(Guard::default());
+        if stream.selected_alpn_proto() != Some(pingora_core::protocols::ALPN::H2) {
+            let server = &self.shared.current.load().config.server;
+            let (idle, head) = (server.client_idle_timeout, server.request_header_timeout);
+            stream = Box::new(Guarded::new(stream, guard.clone(), idle, head));
+        }
+        // Keep-alive reuse stays inside this connection: the PROXY header came once,
+        // and the deadlines re-arm for every request.
         let mut next = self.inner.process_new(stream, shutdown).await;
         while let Some(stream) = next {
             if *shutdown.borrow() {
                 return None;
             }
+            guard.await_request();
             next = self.inner.process_new(stream, shutdown).await;
         }
         None

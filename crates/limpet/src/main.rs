@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use limpet_config::{Listener, LogFormat};
 use limpet_proxy::{
-    load_file, Admin, BeforeHttp, BeforeTls, Drain, HealthService, Limpet, Loaded, Reloader, Shared, Signals,
+    load_file, Admin, BeforeTls, Drain, Front, HealthService, Limpet, Loaded, Reloader, Shared, Signals,
     Snapshot, SniResolver, Stopped, StoreKeeper,
 };
 use pingora_core::apps::http_app::HttpServer;
@@ -131,29 +131,26 @@ fn add_listener(server: &mut Server, shared: &Arc<Shared>, i: usize, l: &Listene
             Some(tls)
         }
     };
+    // Every listener serves through `Front`: the PROXY header of a plain listener, and
+    // the idle and request-head deadlines Pingora does not enforce.
+    let front = |proxy_protocol: bool| Front {
+        shared: shared.clone(),
+        listener: i,
+        proxy_protocol,
+        inner: Arc::new(proxy),
+    };
     match (tls, l.proxy_protocol) {
-        (None, false) => {
-            let mut service = Service::new(name, proxy);
+        (None, proxy_protocol) => {
+            let mut service = Service::new(name, front(proxy_protocol));
             service.add_tcp(&address);
             server.add_service(service);
         }
         (Some(tls), false) => {
-            let mut service = Service::new(name, proxy);
+            let mut service = Service::new(name, front(false));
             service.add_tls_with_settings(&address, None, tls);
             server.add_service(service);
         }
-        // The PROXY header comes first on the connection: before TLS on a TLS
-        // listener, before the first request on a plain one.
-        (None, true) => {
-            let app = BeforeHttp {
-                shared: shared.clone(),
-                listener: i,
-                inner: Arc::new(proxy),
-            };
-            let mut service = Service::new(name, app);
-            service.add_tcp(&address);
-            server.add_service(service);
-        }
+        // The PROXY header comes before the TLS handshake.
         (Some(tls), true) => {
             let mut listeners = Listeners::new();
             listeners.set_pre_tls_callback(Arc::new(BeforeTls {
@@ -161,7 +158,7 @@ fn add_listener(server: &mut Server, shared: &Arc<Shared>, i: usize, l: &Listene
                 listener: i,
             }));
             listeners.add_tls_with_settings(&address, None, tls);
-            server.add_service(Service::with_listeners(name, listeners, proxy));
+            server.add_service(Service::with_listeners(name, listeners, front(false)));
         }
     }
     Ok(())

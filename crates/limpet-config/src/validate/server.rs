@@ -19,6 +19,7 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
     let s::Server {
         threads,
         client_idle_timeout,
+        request_header_timeout,
         upstream_connect_timeout,
         upstream_read_timeout,
         grace_period,
@@ -74,9 +75,18 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
             errs.at(p, "must be above zero").hint = Some("write e.g. 2s".into());
         }
     }
+    let request_header_timeout = duration_in(
+        "server.request_header_timeout",
+        request_header_timeout,
+        Duration::from_secs(10),
+        (Duration::from_millis(100), Duration::from_secs(300)),
+        Some("use 100ms up to 5m"),
+        errs,
+    );
     Some(Server {
         threads,
         client_idle_timeout,
+        request_header_timeout,
         upstream_connect_timeout,
         upstream_read_timeout,
         grace_period: duration("server.grace_period", grace_period, Duration::from_secs(10), errs),

@@ -1,0 +1,108 @@
+//! Slow and idle clients: the whole request head must arrive within
+//! `server.request_header_timeout` (else 408 and close), a connection must start a
+//! request within `client_idle_timeout` (from accept, and between kept-alive requests),
+//! and neither limit touches a slow request body.
+
+use std::time::{Duration, Instant};
+
+use limpet_e2e::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start(bs: &[Backend]) -> Limpet {
+    PoolSpec::new(bs)
+        .cookie()
+        .server_key("request_header_timeout: 1s")
+        .server_key("client_idle_timeout: 2s")
+        .start()
+        .await
+}
+
+/// Everything the server sends until it closes (bounded at 15 s).
+async fn until_closed(s: &mut TcpStream) -> (String, Duration) {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(15) {
+        match tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    (String::from_utf8_lossy(&out).to_string(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_sent_byte_by_byte_gets_408() {
+    let bs = backends("sl", 1).await;
+    let lb = start(&bs).await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let started = Instant::now();
+    // One byte every 150 ms: every read succeeds, the head never completes in time.
+    let head =
+        b"GET / HTTP/1.1\r\nHost: app\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let (mut r, mut w) = s.split();
+    let trickle = async {
+        for b in head.iter() {
+            if w.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    let answer = async {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), r.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).to_string()
+    };
+    let (_, text) = tokio::join!(trickle, answer);
+    let took = started.elapsed();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}\n{}", lb.log_text());
+    assert!(took < Duration::from_secs(6), "closed after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_after_client_idle_timeout() {
+    let bs = backends("si", 1).await;
+    let lb = start(&bs).await;
+    // Never sends a request.
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let (text, took) = until_closed(&mut s).await;
+    assert!(text.is_empty(), "{text:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "closed after {took:?}"
+    );
+
+    // Kept alive between requests within the limit, and a slow body is not cut.
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for b in b"0123456789" {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let (text, _) = until_closed(&mut s).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "a slow body was cut: {text:?}\n{}",
+        lb.log_text()
+    );
+}
