@@ -106,3 +106,26 @@ async fn idle_connections_close_after_client_idle_timeout() {
         lb.log_text()
     );
 }
+
+/// A request head above `max_request_header_bytes` is refused with 431 as soon as the
+/// limit is passed, even when it never ends (nothing more of it is buffered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_unfinished_head_gets_431_at_once() {
+    let bs = backends("so", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .server_key("max_request_header_bytes: 16KiB")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\nX-Big: ")
+        .await
+        .unwrap();
+    // 40 KiB of one header, never finished: the connection stays open from our side.
+    let _ = s.write_all(&[b'a'; 40 * 1024]).await;
+    let (text, took) = until_closed(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text:?}\n{}", lb.log_text());
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    // A head within the limit is served.
+    let r = get(&client(), &lb.url("/"), &[], "LIMPET").await;
+    assert_eq!(r.status, 200);
+}

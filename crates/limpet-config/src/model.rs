@@ -57,6 +57,8 @@ pub struct Server {
     pub client_idle_timeout: Duration,
     /// The whole request head must arrive within this from its first byte, else 408.
     pub request_header_timeout: Duration,
+    /// A request head larger than this is refused with 431 while it is read.
+    pub max_request_header_bytes: usize,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
     pub grace_period: Duration,

@@ -26,6 +26,9 @@ use pingora_core::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+const RESPONSE_431: &[u8] =
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 34\r\ncache-control: no-store\r\nconnection: close\r\n\r\nlimpet: request headers too large\n";
+
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 40\r\ncache-control: no-store\r\nconnection: close\r\n\r\nlimpet: the request head came too slowly\n";
 
@@ -60,10 +63,20 @@ pub struct Guarded {
     armed: u8,
     /// How much of "\r\n\r\n" the last bytes read end with.
     matched: u8,
+    /// Bytes of the current request head so far, and the most allowed.
+    head_bytes: usize,
+    max_head: usize,
 }
 
 impl Guarded {
-    pub fn new(inner: Stream, guard: Arc<Guard>, idle: Duration, head: Duration) -> Self {
+    /// Guards `inner`: a request must start within `idle`, its head must arrive within
+    /// `head` and be at most `max_head` bytes.
+    pub fn new(
+        inner: Stream,
+        guard: Arc<Guard>,
+        (idle, head): (Duration, Duration),
+        max_head: usize,
+    ) -> Self {
         Self {
             inner,
             guard,
@@ -72,22 +85,34 @@ impl Guarded {
             timer: Box::pin(tokio::time::sleep(idle)),
             armed: IDLE,
             matched: 0,
+            head_bytes: 0,
+            max_head,
         }
     }
 }
 
+/// Where the head scan is: a partial "\r\n\r\n" carried from one read to the next, and
+/// the head's size so far.
+#[derive(Default)]
+struct Scan {
+    matched: u8,
+    head_bytes: usize,
+}
+
 /// Follows the bytes just read: the first byte starts the head, the blank line ends
-/// it. `matched` carries a partial "\r\n\r\n" from one read to the next.
-fn saw(guard: &Guard, matched: &mut u8, bytes: &[u8]) {
+/// it. Returns the size of the head so far.
+fn saw(guard: &Guard, scan: &mut Scan, bytes: &[u8]) -> usize {
     let mut phase = guard.phase.load(Ordering::Relaxed);
     if bytes.is_empty() || phase == BODY {
-        return;
+        return 0;
     }
     if phase == IDLE {
         phase = HEAD;
-        *matched = 0;
+        *scan = Scan::default();
     }
+    let matched = &mut scan.matched;
     for b in bytes {
+        scan.head_bytes += 1;
         *matched = match (*matched, b) {
             (0 | 2, b'\r') => *matched + 1,
             (1 | 3, b'\n') => *matched + 1,
@@ -100,6 +125,7 @@ fn saw(guard: &Guard, matched: &mut u8, bytes: &[u8]) {
         }
     }
     guard.phase.store(phase, Ordering::Relaxed);
+    scan.head_bytes
 }
 
 impl AsyncRead for Guarded {
@@ -112,7 +138,21 @@ impl AsyncRead for Guarded {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                saw(&this.guard, &mut this.matched, &buf.filled()[before..]);
+                let mut scan = Scan {
+                    matched: this.matched,
+                    head_bytes: this.head_bytes,
+                };
+                let size = saw(&this.guard, &mut scan, &buf.filled()[before..]);
+                (this.matched, this.head_bytes) = (scan.matched, scan.head_bytes);
+                if size > this.max_head {
+                    // Refused while reading: nothing more of this head is buffered.
+                    let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_431);
+                    let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "request head above max_request_header_bytes",
+                    )));
+                }
                 return Poll::Ready(Ok(()));
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -250,9 +290,9 @@ mod tests {
 
     fn feed(chunks: &[&[u8]]) -> u8 {
         let guard = Guard::default();
-        let mut matched = 0;
+        let mut scan = Scan::default();
         for c in chunks {
-            saw(&guard, &mut matched, c);
+            saw(&guard, &mut scan, c);
         }
         guard.phase.load(Ordering::Relaxed)
     }
@@ -268,15 +308,16 @@ mod tests {
         // An h2c preface ends with a blank line too: h2 framing takes over.
         assert_eq!(feed(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]), BODY);
         let guard = Guard::default();
-        let mut m = 0;
-        saw(&guard, &mut m, b"GET / HTTP/1.1\r\n\r\n");
+        let mut scan = Scan::default();
+        assert_eq!(saw(&guard, &mut scan, b"GET / HTTP/1.1\r\n\r\n"), 18);
         guard.await_request();
         assert_eq!(guard.phase.load(Ordering::Relaxed), IDLE);
-        saw(&guard, &mut m, b"GE");
+        assert_eq!(saw(&guard, &mut scan, b"GE"), 2, "a new head counts from zero");
         assert_eq!(
             guard.phase.load(Ordering::Relaxed),
             HEAD,
             "re-armed for the next request"
         );
+        assert_eq!(saw(&guard, &mut scan, b"T"), 3);
     }
 }

@@ -124,7 +124,7 @@ impl ProxyHttp for Limpet {
             return refuse(shared, None, None, ctx.via, session, Refusal::Internal).await;
         };
         let req = session.req_header();
-        if request::header_bytes(&req.uri, &req.headers) > request::MAX_HEADER_BYTES {
+        if request::header_bytes(&req.uri, &req.headers) > snap.config.server.max_request_header_bytes {
             return refuse(
                 shared,
                 Some(&snap),

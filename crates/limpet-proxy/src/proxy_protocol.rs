@@ -242,8 +242,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         let guard = Arc::new(Guard::default());
         if stream.selected_alpn_proto() != Some(pingora_core::protocols::ALPN::H2) {
             let server = &self.shared.current.load().config.server;
-            let (idle, head) = (server.client_idle_timeout, server.request_header_timeout);
-            stream = Box::new(Guarded::new(stream, guard.clone(), idle, head));
+            let limits = (server.client_idle_timeout, server.request_header_timeout);
+            stream = Box::new(Guarded::new(
+                stream,
+                guard.clone(),
+                limits,
+                server.max_request_header_bytes,
+            ));
         }
         // Keep-alive reuse stays inside this connection: the PROXY header came once,
         // and the deadlines re-arm for every request.

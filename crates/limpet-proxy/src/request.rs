@@ -6,10 +6,6 @@ use std::net::IpAddr;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-/// Requests whose header block exceeds this get 431: enough for any sane cookie jar,
-/// small enough that a hostile client cannot make limpet chew megabytes per request.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-
 /// Lower-case host without port, from the absolute URI or the Host header.
 pub fn host(uri: &http::Uri, headers: &HeaderMap) -> Vec<u8> {
     let raw: &[u8] = match uri.host() {

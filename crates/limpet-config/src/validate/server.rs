@@ -20,6 +20,7 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         threads,
         client_idle_timeout,
         request_header_timeout,
+        max_request_header_bytes,
         upstream_connect_timeout,
         upstream_read_timeout,
         grace_period,
@@ -83,10 +84,26 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         Some("use 100ms up to 5m"),
         errs,
     );
+    let mp = "server.max_request_header_bytes";
+    let max_request_header_bytes = match take(mp, max_request_header_bytes, errs) {
+        None => 64 * 1024,
+        Some(v) => match byte_size(&v) {
+            Some(n) if (1024..=1024 * 1024).contains(&n) => n,
+            Some(n) => {
+                errs.at(mp, format!("{n} bytes is out of range")).hint = Some("use 1KiB to 1MiB".into());
+                64 * 1024
+            }
+            None => {
+                errs.at(mp, "is not a size").hint = Some("write e.g. 64KiB, 16384 or 1MiB".into());
+                64 * 1024
+            }
+        },
+    };
     Some(Server {
         threads,
         client_idle_timeout,
         request_header_timeout,
+        max_request_header_bytes,
         upstream_connect_timeout,
         upstream_read_timeout,
         grace_period: duration("server.grace_period", grace_period, Duration::from_secs(10), errs),
@@ -315,4 +332,21 @@ pub(super) fn cookie_keys(
         }
     }
     out
+}
+
+/// A size in bytes: a number, or a number with `B`, `KiB` or `MiB`.
+fn byte_size(v: &Value) -> Option<usize> {
+    if let Some(n) = v.as_u64() {
+        return usize::try_from(n).ok();
+    }
+    let text = v.as_str()?.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: usize = digits.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
