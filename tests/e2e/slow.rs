@@ -64,7 +64,16 @@ async fn a_request_head_sent_byte_by_byte_gets_408() {
     let (_, text) = tokio::join!(trickle, answer);
     let took = started.elapsed();
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}\n{}", lb.log_text());
+    assert!(
+        text.contains("cache-control: no-store") && text.contains("limpet: "),
+        "{text}"
+    );
     assert!(took < Duration::from_secs(6), "closed after {took:?}");
+    assert_eq!(
+        lb.metric(r#"limpet_responses_total{code="408",pool="",reason="request_timeout"}"#)
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,6 +134,11 @@ async fn an_oversized_unfinished_head_gets_431_at_once() {
     let (text, took) = until_closed(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 431"), "{text:?}\n{}", lb.log_text());
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(
+        lb.metric(r#"limpet_responses_total{code="431",pool="",reason="header_too_large"}"#)
+            .await,
+        1.0
+    );
     // A head within the limit is served.
     let r = get(&client(), &lb.url("/"), &[], "LIMPET").await;
     assert_eq!(r.status, 200);

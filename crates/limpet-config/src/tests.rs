@@ -523,16 +523,30 @@ fn request_head_limits() {
     assert_eq!(c.server.max_request_header_bytes, 64 * 1024);
     assert_eq!(c.server.request_header_timeout, Duration::from_secs(10));
     for (value, bytes) in [("16KiB", 16 * 1024), ("8192", 8192), ("1MiB", 1024 * 1024)] {
-        let text = GOOD.replace("threads: 2", &format!("threads: 2\n  max_request_header_bytes: {value}"));
-        assert_eq!(parse(&text).unwrap().server.max_request_header_bytes, bytes, "{value}");
+        let text = GOOD.replace(
+            "threads: 2",
+            &format!("threads: 2\n  max_request_header_bytes: {value}"),
+        );
+        assert_eq!(
+            parse(&text).unwrap().server.max_request_header_bytes,
+            bytes,
+            "{value}"
+        );
     }
     let bad = GOOD.replace(
         "threads: 2",
         "threads: 2\n  max_request_header_bytes: 2MiB\n  request_header_timeout: 10m",
     );
     let errs = errors(&bad);
-    assert!(has(&errs, "server.max_request_header_bytes", "out of range"), "{errs:?}");
+    assert!(
+        has(&errs, "server.max_request_header_bytes", "out of range"),
+        "{errs:?}"
+    );
     assert!(has(&errs, "server.request_header_timeout", "out of range"));
     let words = GOOD.replace("threads: 2", "threads: 2\n  max_request_header_bytes: lots");
-    assert!(has(&errors(&words), "server.max_request_header_bytes", "not a size"));
+    assert!(has(
+        &errors(&words),
+        "server.max_request_header_bytes",
+        "not a size"
+    ));
 }

@@ -26,11 +26,8 @@ use pingora_core::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-const RESPONSE_431: &[u8] =
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 34\r\ncache-control: no-store\r\nconnection: close\r\n\r\nlimpet: request headers too large\n";
-
-const RESPONSE_408: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 40\r\ncache-control: no-store\r\nconnection: close\r\n\r\nlimpet: the request head came too slowly\n";
+use crate::exchange::{raw_refusal, Refusal};
+use crate::shared::Shared;
 
 /// Where the connection is, as the guard sees it.
 const IDLE: u8 = 0;
@@ -52,7 +49,6 @@ impl Guard {
 }
 
 /// A client stream under the idle and request-head deadlines.
-#[derive(Debug)]
 pub struct Guarded {
     inner: Stream,
     guard: Arc<Guard>,
@@ -66,6 +62,9 @@ pub struct Guarded {
     /// Bytes of the current request head so far, and the most allowed.
     head_bytes: usize,
     max_head: usize,
+    /// Counts limpet's answers; the listener's HSTS value for them.
+    shared: Arc<Shared>,
+    hsts: Option<String>,
 }
 
 impl Guarded {
@@ -76,8 +75,11 @@ impl Guarded {
         guard: Arc<Guard>,
         (idle, head): (Duration, Duration),
         max_head: usize,
+        (shared, hsts): (Arc<Shared>, Option<String>),
     ) -> Self {
         Self {
+            shared,
+            hsts,
             inner,
             guard,
             idle,
@@ -128,6 +130,24 @@ fn saw(guard: &Guard, scan: &mut Scan, bytes: &[u8]) -> usize {
     scan.head_bytes
 }
 
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guarded {
+    /// Writes limpet's answer before closing. Best effort: it fits any socket buffer,
+    /// and the connection closes anyway.
+    fn answer(&mut self, cx: &mut Context<'_>, refusal: Refusal) {
+        let bytes = raw_refusal(&self.shared, refusal, self.hsts.as_deref());
+        let _ = Pin::new(&mut self.inner).poll_write(cx, &bytes);
+        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+    }
+}
+
 impl AsyncRead for Guarded {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -146,8 +166,7 @@ impl AsyncRead for Guarded {
                 (this.matched, this.head_bytes) = (scan.matched, scan.head_bytes);
                 if size > this.max_head {
                     // Refused while reading: nothing more of this head is buffered.
-                    let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_431);
-                    let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                    this.answer(cx, Refusal::HeaderTooLarge);
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         "request head above max_request_header_bytes",
@@ -171,9 +190,7 @@ impl AsyncRead for Guarded {
             return Poll::Pending;
         }
         if phase == HEAD {
-            // Best effort: a 408 fits any socket buffer; the connection closes anyway.
-            let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
-            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            this.answer(cx, Refusal::RequestTimeout);
         }
         Poll::Ready(Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,

@@ -40,10 +40,12 @@ pub enum Refusal {
     Internal,
     /// A plain listener with `redirect_https` sends the client to https (308).
     HttpsRedirect,
+    /// The request head did not arrive within `request_header_timeout` (408).
+    RequestTimeout,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::NoRoute,
         Refusal::HeaderTooLarge,
         Refusal::BadRequest,
@@ -54,15 +56,17 @@ impl Refusal {
         Refusal::UpstreamError,
         Refusal::Internal,
         Refusal::HttpsRedirect,
+        Refusal::RequestTimeout,
     ];
 
     /// Refusals that happen before a request has a pool: counted under `pool=""`.
-    const UNROUTED: [Refusal; 5] = [
+    const UNROUTED: [Refusal; 6] = [
         Refusal::NoRoute,
         Refusal::HeaderTooLarge,
         Refusal::BadRequest,
         Refusal::Internal,
         Refusal::HttpsRedirect,
+        Refusal::RequestTimeout,
     ];
 
     pub fn status(self) -> u16 {
@@ -75,6 +79,7 @@ impl Refusal {
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
             Refusal::HttpsRedirect => 308,
+            Refusal::RequestTimeout => 408,
         }
     }
 
@@ -91,6 +96,7 @@ impl Refusal {
             Refusal::UpstreamError => "upstream_error",
             Refusal::Internal => "internal",
             Refusal::HttpsRedirect => "https_redirect",
+            Refusal::RequestTimeout => "request_timeout",
         }
     }
 
@@ -108,6 +114,7 @@ impl Refusal {
             Refusal::UpstreamError => "limpet: the backend failed to answer\n",
             Refusal::Internal => "limpet: internal error\n",
             Refusal::HttpsRedirect => "limpet: this site is served over https\n",
+            Refusal::RequestTimeout => "limpet: the request head came too slowly\n",
         }
     }
 
@@ -162,6 +169,29 @@ impl Refusal {
             counters.count(i);
         }
     }
+}
+
+/// The bytes of limpet's own HTTP/1.1 answer `refusal`, for the connection guard,
+/// which answers before any request exists (so before Pingora's session): the same
+/// shape as [`refuse`] writes, with `Connection: close`. Counted under `pool=""`.
+pub fn raw_refusal(shared: &Shared, refusal: Refusal, hsts: Option<&str>) -> Vec<u8> {
+    refusal.count(&shared.unrouted, false);
+    let status = http::StatusCode::from_u16(refusal.status()).unwrap_or(http::StatusCode::BAD_REQUEST);
+    let body = refusal.body();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    if let Some(hsts) = hsts {
+        out.push_str("strict-transport-security: ");
+        out.push_str(hsts);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
 }
 
 /// How the client reached limpet: the listener, TLS or not, HTTP/2 or not, and the

@@ -114,6 +114,9 @@ impl ProxyHttp for Limpet {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(snap.config.server.client_idle_timeout.as_secs().max(1)));
         }
+        // Pipelined requests (RFC 9112 §9.3.2) are answered in order, one after the
+        // other; Pingora would otherwise drop every request after the first.
+        session.set_pipelining_enabled(true);
         ctx.snap = Some(snap);
         Ok(())
     }

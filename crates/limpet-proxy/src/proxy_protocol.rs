@@ -241,13 +241,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         }
         let guard = Arc::new(Guard::default());
         if stream.selected_alpn_proto() != Some(pingora_core::protocols::ALPN::H2) {
-            let server = &self.shared.current.load().config.server;
+            let snap = self.shared.current.load();
+            let server = &snap.config.server;
             let limits = (server.client_idle_timeout, server.request_header_timeout);
+            let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());
             stream = Box::new(Guarded::new(
                 stream,
                 guard.clone(),
                 limits,
                 server.max_request_header_bytes,
+                (self.shared.clone(), hsts),
             ));
         }
         // Keep-alive reuse stays inside this connection: the PROXY header came once,
