@@ -143,3 +143,38 @@ async fn an_oversized_unfinished_head_gets_431_at_once() {
     let r = get(&client(), &lb.url("/"), &[], "LIMPET").await;
     assert_eq!(r.status, 200);
 }
+
+/// A backend response head above `max_response_header_bytes` is a 502 from limpet, not
+/// passed through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_response_head_is_a_502() {
+    let bs = backends("sr", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .server_key("max_request_header_bytes: 256KiB")
+        .server_key("max_response_header_bytes: 16KiB")
+        .start()
+        .await;
+    let c = client();
+    // The demo backend echoes x-set-cookie as Set-Cookie: a 30 KiB response head.
+    let big = format!("a={}", "b".repeat(30 * 1024));
+    let r = c
+        .get(lb.url("/"))
+        .header("x-set-cookie", &big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().starts_with("limpet: "));
+    assert_eq!(
+        lb.metric(r#"limpet_responses_total{code="502",pool="web",reason="response_header_too_large"}"#)
+            .await,
+        1.0
+    );
+    let small = c
+        .get(lb.url("/"))
+        .header("x-set-cookie", "a=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+}

@@ -59,6 +59,8 @@ pub struct Server {
     pub request_header_timeout: Duration,
     /// A request head larger than this is refused with 431 while it is read.
     pub max_request_header_bytes: usize,
+    /// A backend's response head larger than this is refused with 502.
+    pub max_response_header_bytes: usize,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
     pub grace_period: Duration,

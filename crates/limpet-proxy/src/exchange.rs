@@ -42,10 +42,12 @@ pub enum Refusal {
     HttpsRedirect,
     /// The request head did not arrive within `request_header_timeout` (408).
     RequestTimeout,
+    /// The backend's response head is above `max_response_header_bytes` (502).
+    ResponseTooLarge,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::NoRoute,
         Refusal::HeaderTooLarge,
         Refusal::BadRequest,
@@ -57,6 +59,7 @@ impl Refusal {
         Refusal::Internal,
         Refusal::HttpsRedirect,
         Refusal::RequestTimeout,
+        Refusal::ResponseTooLarge,
     ];
 
     /// Refusals that happen before a request has a pool: counted under `pool=""`.
@@ -80,6 +83,7 @@ impl Refusal {
             Refusal::Internal => 500,
             Refusal::HttpsRedirect => 308,
             Refusal::RequestTimeout => 408,
+            Refusal::ResponseTooLarge => 502,
         }
     }
 
@@ -97,6 +101,7 @@ impl Refusal {
             Refusal::Internal => "internal",
             Refusal::HttpsRedirect => "https_redirect",
             Refusal::RequestTimeout => "request_timeout",
+            Refusal::ResponseTooLarge => "response_header_too_large",
         }
     }
 
@@ -115,6 +120,7 @@ impl Refusal {
             Refusal::Internal => "limpet: internal error\n",
             Refusal::HttpsRedirect => "limpet: this site is served over https\n",
             Refusal::RequestTimeout => "limpet: the request head came too slowly\n",
+            Refusal::ResponseTooLarge => "limpet: the backend's response headers are too large\n",
         }
     }
 

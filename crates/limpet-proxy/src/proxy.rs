@@ -270,6 +270,18 @@ impl ProxyHttp for Limpet {
         let Some(snap) = ctx.snap.clone() else {
             return Ok(());
         };
+        let head: usize = resp
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if head > snap.config.server.max_response_header_bytes {
+            ctx.refusal = Some(Refusal::ResponseTooLarge);
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "response head above max_response_header_bytes",
+            );
+        }
         ctx.upstream_status = Some(resp.status.as_u16());
         exchange::record(&self.shared, &snap, &ctx.attempt).await;
         exchange::decorate_response(&snap, &ctx.attempt, ctx.via, resp)

@@ -21,6 +21,7 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         client_idle_timeout,
         request_header_timeout,
         max_request_header_bytes,
+        max_response_header_bytes,
         upstream_connect_timeout,
         upstream_read_timeout,
         grace_period,
@@ -84,26 +85,19 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         Some("use 100ms up to 5m"),
         errs,
     );
-    let mp = "server.max_request_header_bytes";
-    let max_request_header_bytes = match take(mp, max_request_header_bytes, errs) {
-        None => 64 * 1024,
-        Some(v) => match byte_size(&v) {
-            Some(n) if (1024..=1024 * 1024).contains(&n) => n,
-            Some(n) => {
-                errs.at(mp, format!("{n} bytes is out of range")).hint = Some("use 1KiB to 1MiB".into());
-                64 * 1024
-            }
-            None => {
-                errs.at(mp, "is not a size").hint = Some("write e.g. 64KiB, 16384 or 1MiB".into());
-                64 * 1024
-            }
-        },
-    };
+    let max_request_header_bytes =
+        head_limit("server.max_request_header_bytes", max_request_header_bytes, errs);
+    let max_response_header_bytes = head_limit(
+        "server.max_response_header_bytes",
+        max_response_header_bytes,
+        errs,
+    );
     Some(Server {
         threads,
         client_idle_timeout,
         request_header_timeout,
         max_request_header_bytes,
+        max_response_header_bytes,
         upstream_connect_timeout,
         upstream_read_timeout,
         grace_period: duration("server.grace_period", grace_period, Duration::from_secs(10), errs),
@@ -332,6 +326,25 @@ pub(super) fn cookie_keys(
         }
     }
     out
+}
+
+/// A limit on a message head: 1KiB to 1MiB, 64KiB by default.
+fn head_limit(path: &str, field: Option<Lenient<Value>>, errs: &mut Errors) -> usize {
+    const DEFAULT: usize = 64 * 1024;
+    match take(path, field, errs) {
+        None => DEFAULT,
+        Some(v) => match byte_size(&v) {
+            Some(n) if (1024..=1024 * 1024).contains(&n) => n,
+            Some(n) => {
+                errs.at(path, format!("{n} bytes is out of range")).hint = Some("use 1KiB to 1MiB".into());
+                DEFAULT
+            }
+            None => {
+                errs.at(path, "is not a size").hint = Some("write e.g. 64KiB, 16384 or 1MiB".into());
+                DEFAULT
+            }
+        },
+    }
 }
 
 /// A size in bytes: a number, or a number with `B`, `KiB` or `MiB`.
