@@ -178,3 +178,64 @@ async fn an_oversized_response_head_is_a_502() {
         .unwrap();
     assert_eq!(small.status(), 200);
 }
+
+/// Above a listener's max_connections new connections are closed at once and counted;
+/// the open ones keep being served, and a slot that frees up is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_above_max_connections_are_closed_at_once() {
+    let bs = backends("mc", 1).await;
+    let (addr, admin) = (free_addr(), free_addr());
+    let yaml = format!(
+        "listeners:\n  - address: \"{addr}\"\n    max_connections: 2\nadmin:\n  address: \"{admin}\"\nroutes:\n  - {{ host: \"*\", path_prefix: /, pool: web }}\npools:\n  web:\n    backends:\n{}",
+        backend_list(&bs)
+    );
+    let lb = Limpet::start_with(&yaml, addr, admin).await;
+    let open = format!(r#"limpet_client_connections{{listener="{addr}"}}"#);
+    // The harness's readiness probe may still be closing: wait for a clean slate.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lb.metric(&open).await != 0.0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let _second = TcpStream::connect(addr).await.unwrap();
+    while lb.metric(&open).await != 2.0 {
+        assert!(Instant::now() < deadline, "{}", lb.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let (text, took) = until_closed(&mut third).await;
+    assert!(
+        text.is_empty() && took < Duration::from_secs(3),
+        "{text:?} after {took:?}"
+    );
+    assert_eq!(
+        lb.metric(&format!(
+            r#"limpet_connections_refused_total{{listener="{addr}"}}"#
+        ))
+        .await,
+        1.0
+    );
+    assert!(lb.log_text().contains("max_connections reached"));
+    // An open connection is still served.
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, _) = until_closed(&mut first).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    while lb.metric(&open).await != 1.0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = TcpStream::connect(addr).await.unwrap();
+    again
+        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, _) = until_closed(&mut again).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "a freed slot is used again: {text:?}"
+    );
+}

@@ -61,6 +61,8 @@ pub struct Server {
     pub max_request_header_bytes: usize,
     /// A backend's response head larger than this is refused with 502.
     pub max_response_header_bytes: usize,
+    /// Client connections open at once, all listeners together.
+    pub max_connections: u64,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
     pub grace_period: Duration,
@@ -88,6 +90,8 @@ pub struct Listener {
     pub redirect_https: bool,
     /// Expect a PROXY protocol v1/v2 header from `server.trusted_proxies` (restart-only).
     pub proxy_protocol: bool,
+    /// Client connections open at once on this listener, within the server's limit.
+    pub max_connections: Option<u64>,
 }
 
 impl Listener {

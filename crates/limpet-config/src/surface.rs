@@ -109,6 +109,7 @@ pub struct Server {
     pub request_header_timeout: F<String>,
     pub max_request_header_bytes: F<Value>,
     pub max_response_header_bytes: F<Value>,
+    pub max_connections: F<u64>,
     pub upstream_connect_timeout: F<String>,
     pub upstream_read_timeout: F<String>,
     pub grace_period: F<String>,
@@ -125,6 +126,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "request_header_timeout",
     "max_request_header_bytes",
     "max_response_header_bytes",
+    "max_connections",
     "upstream_connect_timeout",
     "upstream_read_timeout",
     "grace_period",
@@ -140,11 +142,19 @@ pub struct Listener {
     pub h2c: F<bool>,
     pub redirect_https: F<bool>,
     pub proxy_protocol: F<bool>,
+    pub max_connections: F<u64>,
     #[serde(flatten)]
     pub unknown: Mapping,
 }
 
-pub const LISTENER_KEYS: &[&str] = &["address", "tls", "h2c", "redirect_https", "proxy_protocol"];
+pub const LISTENER_KEYS: &[&str] = &[
+    "address",
+    "tls",
+    "h2c",
+    "redirect_https",
+    "proxy_protocol",
+    "max_connections",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ListenerTls {

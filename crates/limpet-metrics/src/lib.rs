@@ -4,9 +4,11 @@
 
 use limpet_config::{BackendState, PoolId};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+/// Counter and gauge handles, for callers that keep their own.
+pub use prometheus::{IntCounter, IntGauge};
 
 mod handles;
 
@@ -46,6 +48,8 @@ pub struct Metrics {
     responses: IntCounterVec,
     client_requests: IntCounterVec,
     proxy_protocol_refused: IntCounterVec,
+    client_connections: IntGaugeVec,
+    connections_refused: IntCounterVec,
     pub config_generation: IntGauge,
     config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
@@ -233,6 +237,23 @@ impl Metrics {
                     &["listener", "reason"],
                 )?,
             )?,
+            client_connections: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("limpet_client_connections", "Client connections open now, by listener."),
+                    &["listener"],
+                )?,
+            )?,
+            connections_refused: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_connections_refused_total",
+                        "Client connections closed at once because max_connections (of the server or the listener) was reached.",
+                    ),
+                    &["listener"],
+                )?,
+            )?,
             registry: r,
         };
         Ok(metrics.with_alertable_series())
@@ -271,6 +292,14 @@ impl Metrics {
             h1: self.client_requests.with_label_values(&[address, "h1", tls]),
             h2: self.client_requests.with_label_values(&[address, "h2", tls]),
         }
+    }
+
+    /// The open-connection gauge and refusal counter of a listener, created at 0.
+    pub fn connections(&self, address: &str) -> (IntGauge, IntCounter) {
+        (
+            self.client_connections.with_label_values(&[address]),
+            self.connections_refused.with_label_values(&[address]),
+        )
     }
 
     /// Refusal counters of a listener with `proxy_protocol`, created at 0.

@@ -20,7 +20,7 @@ use pingora_error::{Error, ErrorType, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::deadline::{Guard, Guarded};
-use crate::shared::Shared;
+use crate::shared::{OpenConnection, Shared};
 
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The longest v1 header, CRLF included.
@@ -236,6 +236,8 @@ pub struct Front<A> {
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // Above max_connections the connection closes at once; established ones stay.
+        let _open = OpenConnection::admit(&self.shared, self.listener)?;
         if self.proxy_protocol {
             accept(&self.shared, self.listener, stream.as_mut()).await.ok()?;
         }

@@ -1,13 +1,14 @@
 //! What every hook and background service reaches: the current snapshot, the
 //! process-wide metrics and session store, and the count of requests in progress.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use limpet_config::{BackendId, PoolId};
 use limpet_metrics::{
-    BackendKey, ListenerCounters, Metrics, PoolLabel, ProxyProtocolRefusals, ResponseCounters,
+    BackendKey, IntCounter, IntGauge, ListenerCounters, Metrics, PoolLabel, ProxyProtocolRefusals,
+    ResponseCounters,
 };
 use limpet_sessions::SessionStore;
 
@@ -30,6 +31,21 @@ pub struct Shared {
     pub listeners: Vec<ListenerCounters>,
     /// Refused PROXY headers of each listener with `proxy_protocol` (`None` otherwise).
     pub proxy_protocol: Vec<Option<ProxyProtocolRefusals>>,
+    /// Open client connections and refusals, by listener; all listeners together.
+    pub connections: Vec<ListenerConnections>,
+    pub open_connections: AtomicUsize,
+    /// Held while a reload removes series and while a scrape sets gauges.
+    series: std::sync::Mutex<()>,
+}
+
+/// The client connections of one listener.
+pub struct ListenerConnections {
+    /// `limpet_client_connections{listener}`: open now.
+    pub open: IntGauge,
+    /// `limpet_connections_refused_total{listener}`.
+    pub refused: IntCounter,
+    /// Whether the listener was last seen at its limit (logged once per transition).
+    pub full: AtomicBool,
 }
 
 impl Shared {
@@ -50,7 +66,23 @@ impl Shared {
                     .then(|| metrics.proxy_protocol(&l.address.to_string()))
             })
             .collect();
+        let connections = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| {
+                let (open, refused) = metrics.connections(&l.address.to_string());
+                ListenerConnections {
+                    open,
+                    refused,
+                    full: AtomicBool::new(false),
+                }
+            })
+            .collect();
         Self {
+            series: std::sync::Mutex::new(()),
+            connections,
+            open_connections: AtomicUsize::new(0),
             listeners,
             proxy_protocol,
             current: ArcSwap::from_pointee(snapshot),
@@ -62,8 +94,14 @@ impl Shared {
         }
     }
 
+    /// Excludes series removal by a reload and gauge refresh by a scrape.
+    pub fn series_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.series.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Publishes the store's gauges for the current snapshot (called at scrape time).
     pub fn refresh_store_metrics(&self) {
+        let _series = self.series_lock();
         let snap = self.current.load_full();
         let now = unix_now();
         for pool in &snap.pools {
@@ -110,5 +148,54 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One open client connection of listener `listener`, counted while alive.
+pub struct OpenConnection<'a> {
+    shared: &'a Shared,
+    listener: usize,
+}
+
+impl<'a> OpenConnection<'a> {
+    /// Counts a new connection, or refuses it (`None`, counted and logged once per
+    /// transition) when the server or the listener is at `max_connections`.
+    pub fn admit(shared: &'a Shared, listener: usize) -> Option<Self> {
+        let conns = shared.connections.get(listener)?;
+        let snap = shared.current.load();
+        let server_max = usize::try_from(snap.config.server.max_connections).unwrap_or(usize::MAX);
+        let listener_max = snap
+            .config
+            .listeners
+            .get(listener)
+            .and_then(|l| l.max_connections)
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        let open_here = usize::try_from(conns.open.get()).unwrap_or(0);
+        if shared.open_connections.load(Ordering::Relaxed) >= server_max || open_here >= listener_max {
+            conns.refused.inc();
+            if !conns.full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    listener = %snap.config.listeners.get(listener).map(|l| l.address.to_string()).unwrap_or_default(),
+                    server_max, listener_max = ?snap.config.listeners.get(listener).and_then(|l| l.max_connections),
+                    "max_connections reached: new client connections are closed at once until some close"
+                );
+            }
+            return None;
+        }
+        if conns.full.swap(false, Ordering::Relaxed) {
+            tracing::info!("client connections below max_connections again: accepting");
+        }
+        shared.open_connections.fetch_add(1, Ordering::Relaxed);
+        conns.open.inc();
+        Some(Self { shared, listener })
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(c) = self.shared.connections.get(self.listener) {
+            c.open.dec();
+        }
     }
 }

@@ -22,6 +22,7 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         request_header_timeout,
         max_request_header_bytes,
         max_response_header_bytes,
+        max_connections,
         upstream_connect_timeout,
         upstream_read_timeout,
         grace_period,
@@ -92,7 +93,15 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         max_response_header_bytes,
         errs,
     );
+    let max_connections = number_in(
+        "server.max_connections",
+        max_connections,
+        100_000,
+        (1, 10_000_000),
+        errs,
+    );
     Some(Server {
+        max_connections,
         threads,
         client_idle_timeout,
         request_header_timeout,
@@ -118,6 +127,7 @@ pub(super) fn listeners(
             h2c: false,
             redirect_https: false,
             proxy_protocol: false,
+            max_connections: None,
         }]);
     };
     if items.is_empty() {
@@ -133,6 +143,7 @@ pub(super) fn listeners(
             h2c,
             redirect_https,
             proxy_protocol,
+            max_connections,
             unknown,
         },
     ) in items
@@ -146,6 +157,14 @@ pub(super) fn listeners(
         let h2c = take(&join(&p, "h2c"), h2c, errs).unwrap_or(false);
         let redirect_https = take(&join(&p, "redirect_https"), redirect_https, errs).unwrap_or(false);
         let proxy_protocol = take(&join(&p, "proxy_protocol"), proxy_protocol, errs).unwrap_or(false);
+        let mcp = join(&p, "max_connections");
+        let max_connections = take(&mcp, max_connections, errs).filter(|n| {
+            let ok = (1..=10_000_000).contains(n);
+            if !ok {
+                errs.at(&mcp, format!("{n} is out of range")).hint = Some("use 1 to 10000000".into());
+            }
+            ok
+        });
         if has_tls && h2c {
             errs.at(&join(&p, "h2c"), "is for listeners without TLS").hint =
                 Some("TLS listeners offer HTTP/2 through ALPN already; remove h2c".into());
@@ -172,6 +191,7 @@ pub(super) fn listeners(
                 h2c,
                 redirect_https,
                 proxy_protocol,
+                max_connections,
             });
         }
     }

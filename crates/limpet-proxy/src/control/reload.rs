@@ -107,6 +107,9 @@ fn swap_in(shared: &Shared, path: &std::path::Path) -> Result<(u64, Arc<Snapshot
         tracing::warn!("{w}");
     }
     let generation = current.generation + 1;
+    // Series of removed backends go in `build`; a scrape refreshing gauges from the
+    // old snapshot meanwhile would bring them back, so the two never overlap.
+    let _series = shared.series_lock();
     let next = Snapshot::build(loaded, generation, &shared.metrics, Some(&current), now_ms());
     Ok((generation, shared.current.swap(Arc::new(next))))
 }
