@@ -184,19 +184,15 @@ async fn an_oversized_response_head_is_a_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_above_max_connections_are_closed_at_once() {
     let bs = backends("mc", 1).await;
-    let (addr, admin) = (free_addr(), free_addr());
+    // The harness probes the first listener; the limited one is only ours.
+    let (probe, addr, admin) = (free_addr(), free_addr(), free_addr());
     let yaml = format!(
-        "listeners:\n  - address: \"{addr}\"\n    max_connections: 2\nadmin:\n  address: \"{admin}\"\nroutes:\n  - {{ host: \"*\", path_prefix: /, pool: web }}\npools:\n  web:\n    backends:\n{}",
+        "listeners:\n  - address: \"{probe}\"\n  - address: \"{addr}\"\n    max_connections: 2\nadmin:\n  address: \"{admin}\"\nroutes:\n  - {{ host: \"*\", path_prefix: /, pool: web }}\npools:\n  web:\n    backends:\n{}",
         backend_list(&bs)
     );
-    let lb = Limpet::start_with(&yaml, addr, admin).await;
+    let lb = Limpet::start_with(&yaml, probe, admin).await;
     let open = format!(r#"limpet_client_connections{{listener="{addr}"}}"#);
-    // The harness's readiness probe may still be closing: wait for a clean slate.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while lb.metric(&open).await != 0.0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let mut first = TcpStream::connect(addr).await.unwrap();
     let _second = TcpStream::connect(addr).await.unwrap();
     while lb.metric(&open).await != 2.0 {
@@ -238,4 +234,29 @@ async fn connections_above_max_connections_are_closed_at_once() {
         text.starts_with("HTTP/1.1 200"),
         "a freed slot is used again: {text:?}"
     );
+}
+
+/// A pipelined request that was read with the one before it and takes longer than
+/// `client_idle_timeout` at its backend is answered, not cut as an idle connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pipelined_request_is_not_idle() {
+    let bs = backends("sp", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .server_key("client_idle_timeout: 1s")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: app\r\n\r\nGET /slow?ms=1600 HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (text, _) = until_closed(&mut s).await;
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        2,
+        "{text}\n{}",
+        lb.log_text()
+    );
+    assert!(text.contains("slow 1600"));
 }

@@ -6,8 +6,9 @@
 //! [`Guarded`] wraps an HTTP/1 client stream. While the connection waits for a request
 //! it must start one within `client_idle_timeout` (else it is closed silently); once a
 //! request's first byte arrived, its whole head (up to the blank line) must arrive within
-//! `request_header_timeout`, else limpet answers 408 and closes. The guard re-arms for
-//! every request of a kept-alive connection ([`Guard::await_request`]). HTTP/2 streams
+//! `request_header_timeout`, else limpet answers 408 and closes. The head deadline re-arms
+//! for every request of a kept-alive connection ([`Guard::await_request`]); between
+//! requests Pingora's keep-alive timeout applies. HTTP/2 streams
 //! are not wrapped: their framing is the h2 library's job.
 
 use std::future::Future;
@@ -30,9 +31,16 @@ use crate::exchange::{raw_refusal, Refusal};
 use crate::shared::Shared;
 
 /// Where the connection is, as the guard sees it.
+/// From accept to the first byte: `client_idle_timeout`.
 const IDLE: u8 = 0;
+/// From a request's first byte to its blank line: `request_header_timeout`.
 const HEAD: u8 = 1;
+/// The rest of the exchange: no deadline of ours.
 const BODY: u8 = 2;
+/// Between kept-alive requests: Pingora's keep-alive timeout (`client_idle_timeout`)
+/// applies, not ours, since a pipelined request may already be buffered and served
+/// without a read.
+const WAIT: u8 = 3;
 
 /// Shared between the wrapped stream and the loop that serves the connection's
 /// requests, which re-arms it between requests.
@@ -44,7 +52,7 @@ pub struct Guard {
 impl Guard {
     /// The connection now waits for its next request.
     pub fn await_request(&self) {
-        self.phase.store(IDLE, Ordering::Relaxed);
+        self.phase.store(WAIT, Ordering::Relaxed);
     }
 }
 
@@ -108,7 +116,7 @@ fn saw(guard: &Guard, scan: &mut Scan, bytes: &[u8]) -> usize {
     if bytes.is_empty() || phase == BODY {
         return 0;
     }
-    if phase == IDLE {
+    if phase == IDLE || phase == WAIT {
         phase = HEAD;
         *scan = Scan::default();
     }
@@ -178,7 +186,7 @@ impl AsyncRead for Guarded {
             Poll::Pending => {}
         }
         let phase = this.guard.phase.load(Ordering::Relaxed);
-        if phase == BODY {
+        if phase == BODY || phase == WAIT {
             return Poll::Pending;
         }
         if phase != this.armed {
@@ -328,7 +336,7 @@ mod tests {
         let mut scan = Scan::default();
         assert_eq!(saw(&guard, &mut scan, b"GET / HTTP/1.1\r\n\r\n"), 18);
         guard.await_request();
-        assert_eq!(guard.phase.load(Ordering::Relaxed), IDLE);
+        assert_eq!(guard.phase.load(Ordering::Relaxed), WAIT);
         assert_eq!(saw(&guard, &mut scan, b"GE"), 2, "a new head counts from zero");
         assert_eq!(
             guard.phase.load(Ordering::Relaxed),
