@@ -9,7 +9,9 @@ use limpet_e2e::*;
 /// Loads `url` in headless Chromium with `profile` (cookies persist there) and returns
 /// the page's text.
 fn chromium(profile: &std::path::Path, spki: &str, port: u16) -> String {
-    let out = Command::new("chromium")
+    // Bounded: a browser that hangs fails the test instead of holding it.
+    let out = Command::new("timeout")
+        .args(["60", "chromium"])
         .args([
             "--headless=new",
             "--no-sandbox",
