@@ -10,17 +10,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
 use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID};
-use pingora_core::server::ShutdownWatch;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest, UniqueID};
 use pingora_error::{Error, ErrorType, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::deadline::{Guard, Guarded};
-use crate::shared::{OpenConnection, Shared};
+use crate::shared::Shared;
 
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The longest v1 header, CRLF included.
@@ -152,7 +149,7 @@ fn parse_v2(
 
 /// Checks the peer, reads the header and puts the client address in the stream's
 /// socket digest. `stream` is the raw TCP stream, before TLS.
-async fn accept<S>(shared: &Shared, listener: usize, stream: &mut S) -> Result<()>
+pub(crate) async fn accept<S>(shared: &Shared, listener: usize, stream: &mut S) -> Result<()>
 where
     S: AsyncRead + Unpin + GetSocketDigest + UniqueID + ?Sized,
 {
@@ -218,58 +215,6 @@ pub struct BeforeTls {
 impl PreTlsProcess for BeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
         accept(&self.shared, self.listener, stream).await
-    }
-}
-
-/// The application in front of a listener's HTTP proxy: reads the PROXY header first
-/// when the listener expects one (plain listeners; TLS listeners read it before the
-/// handshake in [`BeforeTls`]), then serves the connection's requests itself, under the
-/// idle and request-head deadlines of [`crate::deadline`] for HTTP/1.
-pub struct Front<A> {
-    pub shared: Arc<Shared>,
-    pub listener: usize,
-    /// Read a PROXY header before the first request.
-    pub proxy_protocol: bool,
-    pub inner: Arc<A>,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        // Above max_connections the connection closes at once; established ones stay.
-        let _open = OpenConnection::admit(&self.shared, self.listener)?;
-        if self.proxy_protocol {
-            accept(&self.shared, self.listener, stream.as_mut()).await.ok()?;
-        }
-        let guard = Arc::new(Guard::default());
-        if stream.selected_alpn_proto() != Some(pingora_core::protocols::ALPN::H2) {
-            let snap = self.shared.current.load();
-            let server = &snap.config.server;
-            let limits = (server.client_idle_timeout, server.request_header_timeout);
-            let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());
-            stream = Box::new(Guarded::new(
-                stream,
-                guard.clone(),
-                limits,
-                server.max_request_header_bytes,
-                (self.shared.clone(), hsts),
-            ));
-        }
-        // Keep-alive reuse stays inside this connection: the PROXY header came once,
-        // and the deadlines re-arm for every request.
-        let mut next = self.inner.process_new(stream, shutdown).await;
-        while let Some(stream) = next {
-            if *shutdown.borrow() {
-                return None;
-            }
-            guard.await_request();
-            next = self.inner.process_new(stream, shutdown).await;
-        }
-        None
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
     }
 }
 
