@@ -31,32 +31,7 @@ fn chromium(profile: &std::path::Path, spki: &str, port: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_over_https_and_http2_stays_on_one_backend() {
     let dir = scratch();
-    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "30",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args([
-            "-subj",
-            "/CN=shop.test",
-            "-addext",
-            "subjectAltName=DNS:shop.test",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (cert, key) = self_signed(&dir, "shop", &["shop.test"], Key::EcdsaP256, "limpet");
     // The browser trusts this one certificate by the hash of its public key.
     let spki = Command::new("sh")
         .arg("-c")

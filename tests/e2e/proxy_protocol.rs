@@ -84,31 +84,8 @@ fn v2(ip: [u8; 4], port: u16) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_headers_from_trusted_peers_name_the_client() {
     let dir = scratch();
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "30",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("k.pem"))
-        .arg("-out")
-        .arg(dir.join("c.pem"))
-        .args(["-subj", "/CN=app.test", "-addext", "subjectAltName=DNS:app.test"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let cert = format!(
-        "{{ cert: \"{}\", key: \"{}\" }}",
-        dir.join("c.pem").display(),
-        dir.join("k.pem").display()
-    );
+    let (pem, key) = self_signed(&dir, "app", &["app.test"], Key::EcdsaP256, "limpet");
+    let cert = format!("{{ cert: \"{}\", key: \"{}\" }}", pem.display(), key.display());
     let bs = backends("pp", 3).await;
     let (plain, tls, admin) = (free_addr(), free_addr(), free_addr());
     let lb = Limpet::start_with(&yaml(plain, tls, admin, "127.0.0.1", &cert, &bs), plain, admin).await;
@@ -172,7 +149,7 @@ async fn proxy_headers_from_trusted_peers_name_the_client() {
             "--haproxy-protocol",
             "--cacert",
         ])
-        .arg(dir.join("c.pem"))
+        .arg(&pem)
         .args(["--resolve", &format!("app.test:{}:127.0.0.1", tls.port())])
         .arg(format!("https://app.test:{}/", tls.port()))
         .output()
@@ -189,7 +166,7 @@ async fn proxy_headers_from_trusted_peers_name_the_client() {
             "5",
             "--cacert",
         ])
-        .arg(dir.join("c.pem"))
+        .arg(&pem)
         .args(["--resolve", &format!("app.test:{}:127.0.0.1", tls.port())])
         .arg(format!("https://app.test:{}/", tls.port()))
         .output()
@@ -202,31 +179,8 @@ async fn proxy_headers_from_untrusted_peers_are_refused() {
     let bs = backends("pu", 1).await;
     let (plain, tls, admin) = (free_addr(), free_addr(), free_addr());
     let dir = scratch();
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "30",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("k.pem"))
-        .arg("-out")
-        .arg(dir.join("c.pem"))
-        .args(["-subj", "/CN=app.test"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let cert = format!(
-        "{{ cert: \"{}\", key: \"{}\" }}",
-        dir.join("c.pem").display(),
-        dir.join("k.pem").display()
-    );
+    let (pem, key) = self_signed(&dir, "app", &["app.test"], Key::EcdsaP256, "limpet");
+    let cert = format!("{{ cert: \"{}\", key: \"{}\" }}", pem.display(), key.display());
     let lb = Limpet::start_with(&yaml(plain, tls, admin, "10.0.0.0/8", &cert, &bs), plain, admin).await;
     let mut s = TcpStream::connect(plain).await.unwrap();
     s.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 80\r\n")

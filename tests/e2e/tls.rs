@@ -11,33 +11,10 @@ use std::time::{Duration, Instant};
 
 use limpet_e2e::*;
 
-/// A self-signed certificate for `names` (the first is the subject), with an ECDSA
-/// P-256 or RSA-2048 key; `org` tells two versions apart.
+/// A self-signed ECDSA or RSA certificate for `names`; `org` tells versions apart.
 fn cert(dir: &Path, file: &str, names: &[&str], rsa: bool, org: &str) -> (PathBuf, PathBuf) {
-    let (pem, key) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
-    let san = names
-        .iter()
-        .map(|n| format!("DNS:{n}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut c = Command::new("openssl");
-    c.args(["req", "-x509", "-nodes", "-days", "30", "-newkey"]);
-    if rsa {
-        c.arg("rsa:2048");
-    } else {
-        c.args(["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]);
-    }
-    let out = c
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&pem)
-        .args(["-subj", &format!("/CN={}/O={org}", names[0])])
-        .args(["-addext", &format!("subjectAltName={san}")])
-        .output()
-        .expect("openssl (Debian package openssl; .ci/run installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (pem, key)
+    let key = if rsa { Key::Rsa2048 } else { Key::EcdsaP256 };
+    self_signed(dir, file, names, key, org)
 }
 
 /// The extra listeners and the route host of a [`config`].

@@ -3,12 +3,14 @@
 //! client that handles the affinity cookie explicitly, so tests can assert on it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod certs;
 mod client;
 mod measure;
 mod process;
 mod redis;
 mod spec;
 
+pub use certs::{self_signed, Key};
 pub use client::*;
 pub use limpet_demo::Backend;
 pub use measure::*;
