@@ -17,28 +17,11 @@ dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
-config() { # PORT ADMIN_PORT
-  cat <<YAML
-server: { threads: 1, client_idle_timeout: 30s }
-listeners: [ { address: 127.0.0.1:$1 } ]
-admin: { address: 127.0.0.1:$2 }
-cookie_keys: [ { id: b1, secret: "bench-secret-0123456789abcdef0123456789" } ]
-routes: [ { host: "*", path_prefix: /, pool: be } ]
-pools:
-  be:
-    balance: round_robin
-    persistence: [ { cookie: { name: LIMPET, ttl: 15m } } ]
-    backends:
-      - { id: s1, address: 127.0.0.1:18081 }
-      - { id: s2, address: 127.0.0.1:18082 }
-      - { id: s3, address: 127.0.0.1:18083 }
-      - { id: s4, address: 127.0.0.1:18084 }
-YAML
-}
+. scripts/bench-config.sh
 nginx -c "$(cd "$harness" && pwd)/backends.nginx.conf" & pids+=($!)
 haproxy -f "$harness/haproxy.cfg" -db & pids+=($!); hap=$!
-config 18094 19094 > "$dir/old.yaml"
-config 18093 19093 > "$dir/new.yaml"
+bench_config 127.0.0.1:18094 127.0.0.1:19094 > "$dir/old.yaml"
+bench_config 127.0.0.1:18093 127.0.0.1:19093 > "$dir/new.yaml"
 LIMPET_LOG=warn "$old" --config "$dir/old.yaml" --upgrade-sock "$dir/old.sock" 2>"$dir/old.log" & pids+=($!); opid=$!
 LIMPET_LOG=warn "$new" --config "$dir/new.yaml" --upgrade-sock "$dir/new.sock" 2>"$dir/new.log" & pids+=($!); npid=$!
 for port in 18090 18093 18094 18081; do

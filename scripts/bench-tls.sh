@@ -46,23 +46,8 @@ backend be
     server s3 127.0.0.1:18083 cookie s3
     server s4 127.0.0.1:18084 cookie s4
 CFG
-cat > "$dir/limpet.yaml" <<YAML
-server: { threads: 1, client_idle_timeout: 30s }
-listeners:
-  - address: 127.0.0.1:18493
-    tls: { cert: $dir/cert.pem, key: $dir/key.pem }
-admin: { address: 127.0.0.1:19493 }
-cookie_keys: [ { id: b1, secret: "bench-secret-0123456789abcdef0123456789" } ]
-routes: [ { host: "*", path_prefix: /, pool: be } ]
-pools:
-  be:
-    persistence: [ { cookie: { name: LIMPET, ttl: 15m } } ]
-    backends:
-      - { id: s1, address: 127.0.0.1:18081 }
-      - { id: s2, address: 127.0.0.1:18082 }
-      - { id: s3, address: 127.0.0.1:18083 }
-      - { id: s4, address: 127.0.0.1:18084 }
-YAML
+. scripts/bench-config.sh
+bench_config 127.0.0.1:18493 127.0.0.1:19493 "{ cert: $dir/cert.pem, key: $dir/key.pem }" > "$dir/limpet.yaml"
 
 nginx -c "$(cd "$harness" && pwd)/backends.nginx.conf" & pids+=($!)
 haproxy -f "$dir/haproxy.cfg" -db 2>"$dir/haproxy.log" & pids+=($!); hap=$!

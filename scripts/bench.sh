@@ -18,22 +18,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 dir=$(mktemp -d)
-cat > "$dir/bench.yaml" <<'YAML'
-server: { threads: 1, client_idle_timeout: 30s }
-listeners: [ { address: 127.0.0.1:18093 } ]
-admin: { address: 127.0.0.1:19093 }
-cookie_keys: [ { id: b1, secret: "bench-secret-0123456789abcdef0123456789" } ]
-routes: [ { host: "*", path_prefix: /, pool: be } ]
-pools:
-  be:
-    balance: round_robin
-    persistence: [ { cookie: { name: LIMPET, ttl: 15m } } ]
-    backends:
-      - { id: s1, address: 127.0.0.1:18081 }
-      - { id: s2, address: 127.0.0.1:18082 }
-      - { id: s3, address: 127.0.0.1:18083 }
-      - { id: s4, address: 127.0.0.1:18084 }
-YAML
+. scripts/bench-config.sh
+bench_config 127.0.0.1:18093 127.0.0.1:19093 > "$dir/bench.yaml"
 LIMPET_LOG=warn target/release/limpet --config "$dir/bench.yaml" --upgrade-sock "$dir/u.sock" 2>"$dir/limpet.log" &
 lpid=$!
 trap 'kill $lpid 2>/dev/null || true; rm -rf "$dir"' EXIT

@@ -29,13 +29,16 @@ pub struct Front<A> {
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // Above max_connections the connection closes at once; established ones stay.
-        let _open = OpenConnection::admit(&self.shared, self.listener)?;
+        // One snapshot for the connection's set-up (an Arc: the PROXY read awaits).
+        let snap = self.shared.current.load_full();
+        let _open = OpenConnection::admit(&self.shared, &snap, self.listener)?;
         if self.proxy_protocol {
-            accept(&self.shared, self.listener, stream.as_mut()).await.ok()?;
+            accept(&self.shared, &snap, self.listener, stream.as_mut())
+                .await
+                .ok()?;
         }
         let guard = Arc::new(Guard::default());
         if stream.selected_alpn_proto() != Some(pingora_core::protocols::ALPN::H2) {
-            let snap = self.shared.current.load();
             let server = &snap.config.server;
             let limits = (server.client_idle_timeout, server.request_header_timeout);
             let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());

@@ -270,12 +270,7 @@ impl ProxyHttp for Limpet {
         let Some(snap) = ctx.snap.clone() else {
             return Ok(());
         };
-        let head: usize = resp
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum();
-        if head > snap.config.server.max_response_header_bytes {
+        if request::fields_bytes(&resp.headers) > snap.config.server.max_response_header_bytes {
             ctx.refusal = Some(Refusal::ResponseTooLarge);
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,

@@ -18,6 +18,7 @@ use pingora_error::{Error, ErrorType, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::shared::Shared;
+use crate::snapshot::Snapshot;
 
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The longest v1 header, CRLF included.
@@ -149,7 +150,7 @@ fn parse_v2(
 
 /// Checks the peer, reads the header and puts the client address in the stream's
 /// socket digest. `stream` is the raw TCP stream, before TLS.
-pub(crate) async fn accept<S>(shared: &Shared, listener: usize, stream: &mut S) -> Result<()>
+pub(crate) async fn accept<S>(shared: &Shared, snap: &Snapshot, listener: usize, stream: &mut S) -> Result<()>
 where
     S: AsyncRead + Unpin + GetSocketDigest + UniqueID + ?Sized,
 {
@@ -160,7 +161,6 @@ where
         .and_then(|a| a.as_inet())
         .copied();
     let trusted = peer.is_some_and(|p| {
-        let snap = shared.current.load();
         snap.config
             .server
             .trusted_proxies
@@ -214,7 +214,8 @@ pub struct BeforeTls {
 #[async_trait]
 impl PreTlsProcess for BeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
-        accept(&self.shared, self.listener, stream).await
+        let snap = self.shared.current.load_full();
+        accept(&self.shared, &snap, self.listener, stream).await
     }
 }
 

@@ -33,11 +33,12 @@ pub fn host(uri: &http::Uri, headers: &HeaderMap) -> Vec<u8> {
 /// Sum of header names and values, plus the URI: what a client made us parse.
 pub fn header_bytes(uri: &http::Uri, headers: &HeaderMap) -> usize {
     let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + uri_len
+    fields_bytes(headers) + uri_len
+}
+
+/// Sum of header names and values with their separators: the size of a header block.
+pub fn fields_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
 /// The client's address: the TCP peer, or — when the peer is a trusted proxy — the

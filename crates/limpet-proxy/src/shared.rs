@@ -160,9 +160,8 @@ pub struct OpenConnection<'a> {
 impl<'a> OpenConnection<'a> {
     /// Counts a new connection, or refuses it (`None`, counted and logged once per
     /// transition) when the server or the listener is at `max_connections`.
-    pub fn admit(shared: &'a Shared, listener: usize) -> Option<Self> {
+    pub fn admit(shared: &'a Shared, snap: &Snapshot, listener: usize) -> Option<Self> {
         let conns = shared.connections.get(listener)?;
-        let snap = shared.current.load();
         let server_max = usize::try_from(snap.config.server.max_connections).unwrap_or(usize::MAX);
         let listener_max = snap
             .config

@@ -1,0 +1,24 @@
+# Sourced by the bench scripts: the configuration every benchmark runs limpet with.
+# bench_config ADDRESS ADMIN_ADDRESS [TLS]: one worker thread, pool "be" with a signed
+# 15-minute cookie over the shared harness's four nginx backends (127.0.0.1:18081-18084);
+# TLS, when given, is the listener's `tls:` value.
+bench_config() {
+  local tls=""
+  [ -n "${3:-}" ] && tls=", tls: $3"
+  cat <<YAML
+server: { threads: 1, client_idle_timeout: 30s }
+listeners: [ { address: $1$tls } ]
+admin: { address: $2 }
+cookie_keys: [ { id: b1, secret: "bench-secret-0123456789abcdef0123456789" } ]
+routes: [ { host: "*", path_prefix: /, pool: be } ]
+pools:
+  be:
+    balance: round_robin
+    persistence: [ { cookie: { name: LIMPET, ttl: 15m } } ]
+    backends:
+      - { id: s1, address: 127.0.0.1:18081 }
+      - { id: s2, address: 127.0.0.1:18082 }
+      - { id: s3, address: 127.0.0.1:18083 }
+      - { id: s4, address: 127.0.0.1:18084 }
+YAML
+}
