@@ -11,7 +11,7 @@ use limpet_metrics::InFlight;
 use pingora_core::upstreams::peer::HttpPeer;
 
 use crate::clock::now_ms;
-use crate::persist::{Eval, Resolution};
+use crate::persist::{Evals, Resolution};
 use crate::pool::PoolRt;
 use crate::snapshot::Snapshot;
 
@@ -35,7 +35,7 @@ pub struct Attempt {
     pub started: Option<Instant>,
     in_flight: Option<InFlight>,
     /// What each consulted persistence method found.
-    pub evals: Vec<Eval>,
+    pub evals: Evals,
     /// The request's consistent-hash key, when the pool hashes and the request has one.
     pub hash_key: Option<u64>,
     /// Rebalancing moves this session: new picks prefer under-loaded backends.

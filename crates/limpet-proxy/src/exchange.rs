@@ -4,10 +4,15 @@
 //! itself: one [`Refusal`] per reason, written by one function ([`refuse`]), counted in
 //! `limpet_responses_total`.
 
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
 use bytes::Bytes;
+use http::HeaderValue;
 use limpet_affinity::{private_cache_control, Scheme};
 use limpet_metrics::{ResponseCounters, ResponseKind};
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
@@ -262,78 +267,161 @@ pub async fn redirect_https(
     respond(shared, Some(snap), None, session, Refusal::HttpsRedirect, extra).await
 }
 
-async fn respond(
-    shared: &Shared,
-    snap: Option<&Snapshot>,
+/// The one writer of limpet's own responses. Boxed: every request hook's future is
+/// moved into a box by Pingora's hook calls, at its full size, and this rare path
+/// (writing a response and awaiting the client) would otherwise widen them all.
+fn respond<'a>(
+    shared: &'a Shared,
+    snap: Option<&'a Snapshot>,
     pool: Option<usize>,
-    session: &mut Session,
+    session: &'a mut Session,
     refusal: Refusal,
-    extra: Extra<'_>,
-) -> Result<bool> {
-    if session
-        .response_written()
-        .is_some_and(|r| !r.status.is_informational())
-    {
-        return Ok(true);
-    }
-    match snap.zip(pool).and_then(|(s, p)| s.pools.get(p)) {
-        Some(pool) => refusal.count(&pool.responses, true),
-        None => refusal.count(&shared.unrouted, false),
-    }
-    let body = refusal.body();
-    let mut h = ResponseHeader::build(refusal.status(), Some(5))?;
-    h.insert_header("content-type", "text/plain; charset=utf-8")?;
-    h.insert_header("content-length", body.len())?;
-    h.insert_header("cache-control", "no-store")?;
-    if refusal.retry_after() {
-        h.insert_header("retry-after", "1")?;
-    }
-    if let Some(location) = extra.location {
-        h.insert_header("location", location)?;
-    }
-    if let Some(hsts) = extra.hsts {
-        h.insert_header("strict-transport-security", hsts)?;
-    }
-    session.write_response_header(Box::new(h), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await?;
-    Ok(true)
+    extra: Extra<'a>,
+) -> Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>> {
+    Box::pin(async move {
+        if session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational())
+        {
+            return Ok(true);
+        }
+        match snap.zip(pool).and_then(|(s, p)| s.pools.get(p)) {
+            Some(pool) => refusal.count(&pool.responses, true),
+            None => refusal.count(&shared.unrouted, false),
+        }
+        let body = refusal.body();
+        let mut h = ResponseHeader::build(refusal.status(), Some(5))?;
+        h.insert_header("content-type", "text/plain; charset=utf-8")?;
+        h.insert_header("content-length", body.len())?;
+        h.insert_header("cache-control", "no-store")?;
+        if refusal.retry_after() {
+            h.insert_header("retry-after", "1")?;
+        }
+        if let Some(location) = extra.location {
+            h.insert_header("location", location)?;
+        }
+        if let Some(hsts) = extra.hsts {
+            h.insert_header("strict-transport-security", hsts)?;
+        }
+        session.write_response_header(Box::new(h), false).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .await?;
+        Ok(true)
+    })
 }
 
 /// Adds the forwarding headers every request carries upstream: the client chain in
 /// `X-Forwarded-For` and `Forwarded`, the scheme the client used in
 /// `X-Forwarded-Proto` and `Forwarded`.
 pub fn forwarding_headers(session: &Session, via: Via, upstream: &mut RequestHeader) -> Result<()> {
-    let proto = match via.scheme {
+    let proto: &'static str = match via.scheme {
         Scheme::Https => "https",
         Scheme::Http => "http",
     };
     // Append the TCP peer, as every proxy hop does; backends read the chain right to
     // left, and `server.trusted_proxies` decides how far limpet itself believes it.
     if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        // The values are rendered on the stack and copied once into their header
+        // values: no formatting allocations on the request path.
+        let mut line = Line::default();
+        line.push_ip(peer);
         // Several X-Forwarded-For lines form one list (RFC 9110 §5.3); bytes that are
         // not visible ASCII cannot be forwarded faithfully and are dropped.
-        let mut xff = String::new();
-        for v in upstream.headers.get_all("x-forwarded-for") {
-            if let Ok(v) = v.to_str() {
-                if !v.trim().is_empty() {
-                    xff.push_str(v.trim());
-                    xff.push_str(", ");
-                }
-            }
-        }
-        xff.push_str(&peer.to_string());
+        let earlier: Vec<&str> = upstream
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::trim).filter(|v| !v.is_empty()))
+            .collect();
+        let xff = if earlier.is_empty() {
+            line.value()?
+        } else {
+            let mut joined = earlier.join(", ");
+            joined.push_str(", ");
+            joined.push_str(line.as_str());
+            HeaderValue::try_from(joined).explain_err(ErrorType::InvalidHTTPHeader, |_| "x-forwarded-for")?
+        };
         upstream.insert_header("x-forwarded-for", xff)?;
         // RFC 7239: IPv6 addresses are quoted and bracketed.
-        let node = match peer {
-            std::net::IpAddr::V4(v4) => v4.to_string(),
-            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        upstream.append_header("forwarded", format!("for={node};proto={proto}"))?;
+        let mut forwarded = Line::default();
+        match peer {
+            IpAddr::V4(_) => {
+                forwarded.push(b"for=");
+                forwarded.push_ip(peer);
+            }
+            IpAddr::V6(_) => {
+                forwarded.push(b"for=\"[");
+                forwarded.push_ip(peer);
+                forwarded.push(b"]\"");
+            }
+        }
+        forwarded.push(b";proto=");
+        forwarded.push(proto.as_bytes());
+        upstream.append_header(http::header::FORWARDED, forwarded.value()?)?;
     }
-    upstream.insert_header("x-forwarded-proto", proto)?;
+    upstream.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
     Ok(())
+}
+
+/// A short header value (an address and a few words) rendered on the stack.
+struct Line {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self { buf: [0; 96], len: 0 }
+    }
+}
+
+impl Line {
+    fn push(&mut self, bytes: &[u8]) {
+        // Addresses and protocol names fit: the longest value, a quoted IPv6 address
+        // with its scope, is under 70 bytes. A longer one would be cut, never overflow.
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    /// An address as `Display` writes it; IPv4 (nearly every client) without the
+    /// formatting machinery, which costs more than the rest of this header.
+    fn push_ip(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(b".");
+                    }
+                    let digits = [b'0' + octet / 100, b'0' + octet / 10 % 10, b'0' + octet % 10];
+                    let skip = if octet >= 100 {
+                        0
+                    } else if octet >= 10 {
+                        1
+                    } else {
+                        2
+                    };
+                    self.push(&digits[skip..]);
+                }
+            }
+            IpAddr::V6(v6) => {
+                let mut rest = &mut self.buf[self.len..];
+                let room = rest.len();
+                let _ = std::io::Write::write_fmt(&mut rest, format_args!("{v6}"));
+                self.len += room - rest.len();
+            }
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+
+    fn value(&self) -> Result<HeaderValue> {
+        HeaderValue::from_bytes(&self.buf[..self.len])
+            .explain_err(ErrorType::InvalidHTTPHeader, |_| "forwarding header")
+    }
 }
 
 /// Records the serving backend in the session tables the request consulted. Called
@@ -378,10 +466,11 @@ pub fn decorate_response(
             now: unix_now(),
         };
         let cookies = persist::set_cookies(&to, &attempt.evals, attempt.served(), &resp.headers);
-        for c in &cookies {
-            resp.append_header("set-cookie", c)?;
+        let issued = !cookies.is_empty();
+        for c in cookies {
+            resp.append_header(http::header::SET_COOKIE, c)?;
         }
-        if !cookies.is_empty() {
+        if issued {
             let existing = resp
                 .headers
                 .get(http::header::CACHE_CONTROL)
@@ -395,4 +484,39 @@ pub fn decorate_response(
         resp.insert_header("x-limpet-backend", backend.id.as_str())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn rendered(ip: IpAddr) -> String {
+        let mut line = Line::default();
+        line.push_ip(ip);
+        line.as_str().to_owned()
+    }
+
+    proptest! {
+        #[test]
+        fn addresses_render_as_display_writes_them(v4 in any::<u32>(), v6 in any::<u128>()) {
+            let v4 = IpAddr::V4(Ipv4Addr::from(v4));
+            let v6 = IpAddr::V6(Ipv6Addr::from(v6));
+            prop_assert_eq!(rendered(v4), v4.to_string());
+            prop_assert_eq!(rendered(v6), v6.to_string());
+        }
+    }
+
+    #[test]
+    fn a_line_never_overflows() {
+        let mut line = Line::default();
+        for _ in 0..20 {
+            line.push_ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap());
+        }
+        assert_eq!(line.len, line.buf.len());
+        assert!(line.value().is_ok());
+    }
 }

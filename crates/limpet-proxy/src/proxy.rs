@@ -73,6 +73,19 @@ pub struct Ctx {
     via: Via,
 }
 
+/// An optional field of the access log, written as is or as nothing, without first
+/// rendering it into a `String`.
+struct OrEmpty<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Was `e` an upstream failure after the connection was made (a read timeout, a
 /// reset)? Connect failures were counted when they happened.
 fn upstream_error(e: &Error) -> bool {
@@ -194,7 +207,10 @@ impl ProxyHttp for Limpet {
         }
         if session.is_upgrade_req() {
             // Upgrades (WebSocket) get their own fresh upstream connection and tunnel.
-            return upgrade::tunnel(shared, &self.connector, session, &mut ctx.attempt, ctx.via, &snap).await;
+            // Boxed, so that the tunnel's large state does not widen every request's
+            // `request_filter` future (Pingora moves it into a box per request).
+            let tunnel = upgrade::tunnel(shared, &self.connector, session, &mut ctx.attempt, ctx.via, &snap);
+            return Box::pin(tunnel).await;
         }
         Ok(false)
     }
@@ -319,7 +335,7 @@ impl ProxyHttp for Limpet {
             target: "limpet::access",
             protocol = if ctx.via.h2 { "h2" } else { "h1" },
             tls = ctx.via.tls,
-            client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+            client = %OrEmpty(ctx.client),
             method = %req.method,
             path = %req.uri.path(),
             status,

@@ -1,13 +1,15 @@
 //! Pure helpers over request headers: the host used for routing, the real client
 //! address (trusting `X-Forwarded-For` only from configured proxies), header size.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::HeaderMap;
 use ipnet::IpNet;
 
-/// Lower-case host without port, from the absolute URI or the Host header.
-pub fn host(uri: &http::Uri, headers: &HeaderMap) -> Vec<u8> {
+/// Lower-case host without port, from the absolute URI or the Host header; borrowed
+/// when it is lower case already, as clients send it.
+pub fn host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Cow<'a, [u8]> {
     let raw: &[u8] = match uri.host() {
         Some(h) => h.as_bytes(),
         None => headers
@@ -27,7 +29,11 @@ pub fn host(uri: &http::Uri, headers: &HeaderMap) -> Vec<u8> {
             None => raw,
         }
     };
-    without_port.to_ascii_lowercase()
+    if without_port.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(without_port.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(without_port)
+    }
 }
 
 /// Sum of header names and values, plus the URI: what a client made us parse.
@@ -87,13 +93,13 @@ mod tests {
     fn host_forms() {
         let uri: http::Uri = "/x".parse().unwrap();
         assert_eq!(
-            host(&uri, &headers(&[("host", "Example.COM:8080")])),
+            host(&uri, &headers(&[("host", "Example.COM:8080")])).as_ref(),
             b"example.com"
         );
-        assert_eq!(host(&uri, &headers(&[("host", "[::1]:8080")])), b"[::1]");
-        assert_eq!(host(&uri, &headers(&[])), b"");
+        assert_eq!(host(&uri, &headers(&[("host", "[::1]:8080")])).as_ref(), b"[::1]");
+        assert_eq!(host(&uri, &headers(&[])).as_ref(), b"");
         let abs: http::Uri = "http://a.b:1/x".parse().unwrap();
-        assert_eq!(host(&abs, &headers(&[("host", "other")])), b"a.b");
+        assert_eq!(host(&abs, &headers(&[("host", "other")])).as_ref(), b"a.b");
     }
 
     #[test]

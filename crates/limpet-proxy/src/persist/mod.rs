@@ -46,6 +46,10 @@ pub struct Eval {
     pub app: Option<(Vec<u8>, Option<Issue>)>,
 }
 
+/// What the consulted methods found, in chain order. Chains are short (most have one or
+/// two methods), so a request's evaluations live inline, without an allocation.
+pub type Evals = smallvec::SmallVec<[Eval; 2]>;
+
 /// The chain's verdict for one request.
 #[derive(Debug, Default)]
 pub struct Resolution {
@@ -55,7 +59,7 @@ pub struct Resolution {
     pub strict_refusal: bool,
     /// The session is being moved off an over-loaded backend: pick an under-loaded one.
     pub rebalanced: bool,
-    pub evals: Vec<Eval>,
+    pub evals: Evals,
 }
 
 /// Everything the chain reads from the request.
