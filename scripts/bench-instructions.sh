@@ -9,7 +9,8 @@
 # shared harness's nginx backends; after a warm-up the counters are zeroed, wrk sends
 # returning-session requests (8 connections, SECS seconds, default 5) and the counters
 # are dumped. PHASE=new sends requests without cookies instead. KEEP=DIR keeps each
-# callgrind dump there, for callgrind_annotate.
+# callgrind dump there, for callgrind_annotate. LIMPET_LOG=info turns the access log on
+# (to the binary's standard error, kept in a file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=$(cd "${BENCH_HARNESS:-../shared/bench}" && pwd)
@@ -29,8 +30,8 @@ for bin in "$@"; do
   run="$dir/$port"
   mkdir -p "$run"
   bench_config "127.0.0.1:$port" "127.0.0.1:$((port + 1000))" > "$run/bench.yaml"
-  LIMPET_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" \
-    "$bin" --config "$run/bench.yaml" --upgrade-sock "$run/u.sock" >/dev/null 2>"$run/valgrind.log" &
+  LIMPET_LOG=${LIMPET_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" \
+    "$bin" --config "$run/bench.yaml" --upgrade-sock "$run/u.sock" >/dev/null 2>"$run/limpet.log" &
   vpid=$!
   pids+=($vpid)
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
