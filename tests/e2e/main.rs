@@ -11,6 +11,7 @@ mod health;
 mod proxy_protocol;
 mod redis;
 mod reload;
+mod resources;
 mod responses;
 mod slow;
 mod streaming;

@@ -106,6 +106,9 @@ pub type ResponseKind = (u16, &'static str);
 /// Store error kinds, as in `limpet_session_store_errors_total{kind}`.
 pub const STORE_ERROR_KINDS: [&str; 3] = ["timeout", "connection", "evicted"];
 
+/// Kinds of limpet's own resources running out, as in `limpet_local_errors_total{kind}`.
+pub const LOCAL_ERROR_KINDS: [&str; 3] = ["file_descriptors", "ports", "memory"];
+
 /// Per-pool, per-method decision counters: `[method][outcome]`.
 #[derive(Clone)]
 pub struct DecisionMetrics {

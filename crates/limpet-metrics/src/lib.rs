@@ -14,7 +14,7 @@ mod handles;
 
 pub use handles::{
     BackendKey, BackendMetrics, DecisionMetrics, InFlight, ListenerCounters, PoolLabel,
-    ProxyProtocolRefusals, ResponseCounters, ResponseKind, STORE_ERROR_KINDS,
+    ProxyProtocolRefusals, ResponseCounters, ResponseKind, LOCAL_ERROR_KINDS, STORE_ERROR_KINDS,
 };
 
 /// HTTP status classes used as the `code` label.
@@ -45,6 +45,7 @@ pub struct Metrics {
     backend_sessions: IntGaugeVec,
     store_entries: IntGaugeVec,
     store_errors: IntCounterVec,
+    local_errors: IntCounterVec,
     responses: IntCounterVec,
     client_requests: IntCounterVec,
     proxy_protocol_refused: IntCounterVec,
@@ -207,6 +208,16 @@ impl Metrics {
                     &["kind"],
                 )?,
             )?,
+            local_errors: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_local_errors_total",
+                        "Failures of limpet's own resources (file descriptors, local ports, memory), never blamed on a backend.",
+                    ),
+                    &["kind"],
+                )?,
+            )?,
             responses: reg(
                 &r,
                 IntCounterVec::new(
@@ -267,6 +278,9 @@ impl Metrics {
         }
         for kind in STORE_ERROR_KINDS {
             self.store_errors.with_label_values(&[kind]);
+        }
+        for kind in LOCAL_ERROR_KINDS {
+            self.local_errors.with_label_values(&[kind]);
         }
         self
     }
@@ -340,6 +354,14 @@ impl Metrics {
     /// Removes a pool's store series when a reload drops the pool.
     pub fn remove_store_entries(&self, pool: &PoolId) {
         let _ = self.store_entries.remove_label_values(&[pool.as_str()]);
+    }
+
+    /// Counts one failure of limpet's own resources (`kind`: one of
+    /// [`LOCAL_ERROR_KINDS`]) and returns the running total.
+    pub fn count_local_error(&self, kind: &str) -> u64 {
+        let c = self.local_errors.with_label_values(&[kind]);
+        c.inc();
+        c.get()
     }
 
     /// Raises `limpet_session_store_errors_total{kind}` to a store's running total.

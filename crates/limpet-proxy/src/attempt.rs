@@ -9,8 +9,10 @@ use limpet_affinity::{Outcome, Served};
 use limpet_config::OnBackendDown;
 use limpet_metrics::InFlight;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::Error;
 
 use crate::clock::now_ms;
+use crate::local::LocalError;
 use crate::persist::{Evals, Resolution};
 use crate::pool::PoolRt;
 use crate::snapshot::Snapshot;
@@ -51,6 +53,8 @@ pub enum AfterConnectFailure {
     Strict,
     /// Retries or backends are exhausted: the error stands.
     GiveUp,
+    /// limpet itself ran out of a resource: no backend is blamed, none is tried next.
+    Local(LocalError),
 }
 
 impl Attempt {
@@ -111,7 +115,10 @@ impl Attempt {
     }
 
     /// Records a failed connect to the current attempt's backend and says what follows.
-    pub fn connect_failed(&mut self, pool: &PoolRt) -> AfterConnectFailure {
+    pub fn connect_failed(&mut self, pool: &PoolRt, e: &Error) -> AfterConnectFailure {
+        if let Some(local) = LocalError::of(e) {
+            return AfterConnectFailure::Local(local);
+        }
         self.connect_failures += 1;
         let Some(failed) = self.chosen else {
             return AfterConnectFailure::GiveUp;

@@ -43,6 +43,8 @@ pub enum Refusal {
     UpstreamError,
     /// A fault of limpet itself (500).
     Internal,
+    /// limpet ran out of its own resources (file descriptors, ports, memory) (503).
+    LocalResources,
     /// A plain listener with `redirect_https` sends the client to https (308).
     HttpsRedirect,
     /// The request head did not arrive within `request_header_timeout` (408).
@@ -52,7 +54,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::NoRoute,
         Refusal::HeaderTooLarge,
         Refusal::BadRequest,
@@ -65,6 +67,7 @@ impl Refusal {
         Refusal::HttpsRedirect,
         Refusal::RequestTimeout,
         Refusal::ResponseTooLarge,
+        Refusal::LocalResources,
     ];
 
     /// Refusals that happen before a request has a pool: counted under `pool=""`.
@@ -82,7 +85,7 @@ impl Refusal {
             Refusal::NoRoute => 404,
             Refusal::HeaderTooLarge => 431,
             Refusal::BadRequest => 400,
-            Refusal::NoBackend | Refusal::SessionBackendDown => 503,
+            Refusal::NoBackend | Refusal::SessionBackendDown | Refusal::LocalResources => 503,
             Refusal::ConnectFailed | Refusal::UpstreamError => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
@@ -107,6 +110,7 @@ impl Refusal {
             Refusal::HttpsRedirect => "https_redirect",
             Refusal::RequestTimeout => "request_timeout",
             Refusal::ResponseTooLarge => "response_header_too_large",
+            Refusal::LocalResources => "local_resources",
         }
     }
 
@@ -126,6 +130,7 @@ impl Refusal {
             Refusal::HttpsRedirect => "limpet: this site is served over https\n",
             Refusal::RequestTimeout => "limpet: the request head came too slowly\n",
             Refusal::ResponseTooLarge => "limpet: the backend's response headers are too large\n",
+            Refusal::LocalResources => "limpet: the proxy is out of resources; retry shortly\n",
         }
     }
 

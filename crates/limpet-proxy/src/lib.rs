@@ -13,6 +13,7 @@ mod health;
 mod keys;
 mod live;
 mod load;
+mod local;
 mod persist;
 mod pool;
 mod proxy;

@@ -23,6 +23,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
 use crate::clock::{now_ms, unix_now};
 use crate::exchange::{self, refuse, Refusal, Via};
+use crate::local::LocalError;
 use crate::persist::{self, RequestView};
 use crate::request;
 use crate::shared::{Active, Shared};
@@ -87,9 +88,11 @@ impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
 }
 
 /// Was `e` an upstream failure after the connection was made (a read timeout, a
-/// reset)? Connect failures were counted when they happened.
+/// reset)? Connect failures were counted when they happened, and limpet's own
+/// resources running out is no failure of the backend.
 fn upstream_error(e: &Error) -> bool {
     matches!(e.esource(), pingora_error::ErrorSource::Upstream)
+        && LocalError::of(e).is_none()
         && !matches!(
             e.etype(),
             ErrorType::ConnectTimedout
@@ -242,10 +245,14 @@ impl ProxyHttp for Limpet {
         let Some(pool) = ctx.attempt.pool(&snap) else {
             return e;
         };
-        match ctx.attempt.connect_failed(pool) {
+        match ctx.attempt.connect_failed(pool, &e) {
             AfterConnectFailure::Retry => e.set_retry(true),
             AfterConnectFailure::Strict => ctx.refusal = Some(Refusal::SessionBackendDown),
             AfterConnectFailure::GiveUp => {}
+            AfterConnectFailure::Local(local) => {
+                self.shared.local_error(local, &e);
+                ctx.refusal = Some(Refusal::LocalResources);
+            }
         }
         e
     }

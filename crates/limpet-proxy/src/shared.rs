@@ -14,6 +14,7 @@ use limpet_sessions::SessionStore;
 
 use crate::clock::unix_now;
 use crate::exchange::Refusal;
+use crate::local::LocalError;
 use crate::snapshot::Snapshot;
 
 pub struct Shared {
@@ -91,6 +92,20 @@ impl Shared {
             active: Arc::default(),
             store,
             unrouted,
+        }
+    }
+
+    /// Counts a failure of limpet's own resources. Logged at the 1st, 2nd, 4th, 8th…
+    /// of a kind: an exhausted file table fails every request, the log must not.
+    pub fn local_error(&self, local: LocalError, e: &pingora_error::Error) {
+        let total = self.metrics.count_local_error(local.as_str());
+        if total.is_power_of_two() {
+            tracing::warn!(
+                kind = local.as_str(),
+                total,
+                error = %e,
+                "limpet is out of a local resource; requests get 503 until it frees up (no backend is blamed)"
+            );
         }
     }
 

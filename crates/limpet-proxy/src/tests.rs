@@ -135,15 +135,15 @@ fn attempts_honour_the_pin_then_never_repeat_a_backend() {
     at.pinned = Some(2);
     assert_eq!(at.next_attempt(pool), Some(2));
     assert_eq!(pool.backends[2].metrics.in_flight.get(), 1);
-    assert_eq!(at.connect_failed(pool), AfterConnectFailure::Retry);
+    assert_eq!(at.connect_failed(pool, &refused()), AfterConnectFailure::Retry);
     let second = at.next_attempt(pool).unwrap();
     assert_ne!(second, 2);
     assert_eq!(pool.backends[2].metrics.in_flight.get(), 0, "slot moved on");
-    assert_eq!(at.connect_failed(pool), AfterConnectFailure::Retry);
+    assert_eq!(at.connect_failed(pool, &refused()), AfterConnectFailure::Retry);
     let third = at.next_attempt(pool).unwrap();
     assert!(third != 2 && third != second);
     // Every backend tried: nothing left to retry.
-    assert_eq!(at.connect_failed(pool), AfterConnectFailure::GiveUp);
+    assert_eq!(at.connect_failed(pool, &refused()), AfterConnectFailure::GiveUp);
     assert_eq!(at.next_attempt(pool), None);
     assert_eq!(at.attempts(), 3);
     assert_eq!(at.served(), limpet_affinity::Served::Moved);
@@ -160,7 +160,10 @@ fn strict_pools_keep_a_failed_pin_and_retries_are_bounded() {
     at.pool = Some(0);
     at.pinned = Some(0);
     at.next_attempt(&strict.pools[0]);
-    assert_eq!(at.connect_failed(&strict.pools[0]), AfterConnectFailure::Strict);
+    assert_eq!(
+        at.connect_failed(&strict.pools[0], &refused()),
+        AfterConnectFailure::Strict
+    );
 
     let none = build(
         &yaml(&["a", "b", "c"], "    retries: 0\n"),
@@ -171,7 +174,41 @@ fn strict_pools_keep_a_failed_pin_and_retries_are_bounded() {
     let mut at = Attempt::default();
     at.pool = Some(0);
     at.next_attempt(&none.pools[0]);
-    assert_eq!(at.connect_failed(&none.pools[0]), AfterConnectFailure::GiveUp);
+    assert_eq!(
+        at.connect_failed(&none.pools[0], &refused()),
+        AfterConnectFailure::GiveUp
+    );
+}
+
+/// A backend refusing the connection: the backend's failure, not limpet's.
+fn refused() -> pingora_error::Error {
+    *pingora_error::Error::new(pingora_error::ErrorType::ConnectRefused)
+}
+
+#[test]
+fn limpet_out_of_descriptors_blames_no_backend_and_tries_no_other() {
+    let m = Metrics::new().unwrap();
+    let pool_keys = "    retries: 3\n    passive_health: { max_fails: 1, window: 30s, cooldown: 30s }\n";
+    let snap = build(&yaml(&["a", "b"], pool_keys), &m, None, 0);
+    let pool = &snap.pools[0];
+    let mut at = Attempt::default();
+    at.pool = Some(0);
+    let first = at.next_attempt(pool).unwrap();
+    let io: std::io::Result<()> = Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+    let emfile =
+        pingora_error::OrErr::or_err(io, pingora_error::ErrorType::SocketError, "socket").unwrap_err();
+    assert_eq!(
+        at.connect_failed(pool, &emfile),
+        AfterConnectFailure::Local(crate::local::LocalError::FileDescriptors)
+    );
+    assert_eq!(pool.backends[first].metrics.connect_errors.get(), 0);
+    assert!(
+        pool.takes_new(first, crate::clock::now_ms()),
+        "no passive-health failure counted"
+    );
+    // The same attempt with a refused connection does eject it (one failure is enough).
+    assert_eq!(at.connect_failed(pool, &refused()), AfterConnectFailure::Retry);
+    assert!(!pool.takes_new(first, crate::clock::now_ms()));
 }
 
 fn view<'a>(headers: &'a HeaderMap) -> RequestView<'a> {

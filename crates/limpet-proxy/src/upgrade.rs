@@ -53,8 +53,13 @@ pub(crate) async fn tunnel(
             }
             Err(e) => {
                 tracing::debug!(backend = %pool.backends[i].id, error = %e, "upgrade: connect failed");
-                match attempt.connect_failed(pool) {
+                match attempt.connect_failed(pool, &e) {
                     AfterConnectFailure::Retry => continue,
+                    AfterConnectFailure::Local(local) => {
+                        shared.local_error(local, &e);
+                        let refusal = Refusal::LocalResources;
+                        return refuse(shared, Some(snap), pool_index, via, session, refusal).await;
+                    }
                     AfterConnectFailure::Strict => {
                         return refuse(
                             shared,
