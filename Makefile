@@ -31,6 +31,7 @@ bench: build
 	SECS=$${SECS:-5} scripts/bench-tls.sh
 	SECS=$${SECS:-5} target/release/reload-bench
 	SECS=$${SECS:-5} target/release/store-bench
+	N=$${N:-3000} scripts/bench-idle.sh
 	scripts/bench-guard.sh target/bench-anchors.txt
 
 bench-micro:
