@@ -12,10 +12,15 @@ all: build
 build:
 	$(CARGO) build --release --workspace --bins
 
-run: build
+# scripts/setup.sh installs what a fresh Debian/Ubuntu machine lacks (as root), or
+# prints the one command that does.
+run:
+	scripts/setup.sh run
+	$(MAKE) build
 	scripts/run-demo.sh
 
 test:
+	scripts/setup.sh test
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	LIMPET_LOG=warn ./target/debug/limpet --check --config config.yaml

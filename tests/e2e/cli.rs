@@ -241,3 +241,28 @@ async fn sigusr1_and_sigusr2_are_logged_and_harmless() {
         assert_eq!(r.status, 200);
     }
 }
+
+/// `server.pid_file`: written with limpet's pid at start (so operators signal this
+/// instance, not every limpet on the host), and removed when limpet stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pid_file_names_this_instance_while_it_runs() {
+    let bs = backends("pf", 1).await;
+    let dir = std::env::temp_dir().join(format!("limpet-pidfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("limpet.pid");
+    let mut lb = PoolSpec::new(&bs)
+        .cookie()
+        .server_key(&format!("pid_file: {}", pid_file.display()))
+        .start()
+        .await;
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), lb.pid().to_string());
+    lb.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lb.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "limpet did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pid_file.exists(), "the pid file outlived limpet");
+    let _ = std::fs::remove_dir_all(&dir);
+}

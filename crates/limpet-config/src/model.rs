@@ -69,6 +69,8 @@ pub struct Server {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub log_format: LogFormat,
     pub debug_headers: bool,
+    /// Written with limpet's process id at start, removed at stop (restart-only).
+    pub pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -116,11 +116,13 @@ pub struct Server {
     pub trusted_proxies: F<Vec<Lenient<String>>>,
     pub log_format: F<String>,
     pub debug_headers: F<bool>,
+    pub pid_file: F<String>,
     #[serde(flatten)]
     pub unknown: Mapping,
 }
 
 pub const SERVER_KEYS: &[&str] = &[
+    "pid_file",
     "threads",
     "client_idle_timeout",
     "request_header_timeout",

@@ -550,3 +550,17 @@ fn request_head_limits() {
         "not a size"
     ));
 }
+
+#[test]
+fn the_pid_file_is_optional_and_restart_only() {
+    let none = parse(GOOD).unwrap();
+    assert_eq!(none.server.pid_file, None);
+    let with = parse(&GOOD.replace("  threads: 2\n", "  threads: 2\n  pid_file: /run/limpet.pid\n")).unwrap();
+    assert_eq!(
+        with.server.pid_file.as_deref(),
+        Some(std::path::Path::new("/run/limpet.pid"))
+    );
+    let refused = restart_only(&none, &with).unwrap_err();
+    assert!(has(&refused.0, "server.pid_file", "only takes effect on restart"));
+    assert!(restart_only(&with, &with.clone()).is_ok());
+}

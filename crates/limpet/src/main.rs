@@ -43,6 +43,9 @@ struct Cli {
     /// Socket used to hand listeners over during a SIGQUIT upgrade.
     #[arg(long, default_value = "/tmp/limpet_upgrade.sock")]
     upgrade_sock: String,
+    /// Write limpet's process id to this file while it runs (overrides server.pid_file).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -110,9 +113,17 @@ fn ignore_control_signals() {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LIMPET_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Pingora's own lines (services starting and stopping) are for debugging
+    // Pingora: below warnings they show only when the filter names pingora.
+    let given = std::env::var("LIMPET_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let directives = if given.contains("pingora") {
+        given
+    } else {
+        format!("{given},pingora_core=warn,pingora_proxy=warn")
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -185,6 +196,44 @@ fn add_listener(server: &mut Server, shared: &Arc<Shared>, i: usize, l: &Listene
     Ok(())
 }
 
+/// One listener as the startup line names it: its URL and what it speaks.
+fn describe(l: &Listener) -> String {
+    let scheme = if l.tls.is_some() { "https" } else { "http" };
+    let mut speaks = vec!["HTTP/1.1"];
+    if l.tls.is_some() || l.h2c {
+        speaks.push(if l.tls.is_some() { "HTTP/2" } else { "h2c" });
+    }
+    if l.proxy_protocol {
+        speaks.push("PROXY protocol");
+    }
+    if l.redirect_https {
+        speaks.push("redirects to https");
+    }
+    format!("{scheme}://{} ({})", l.address, speaks.join(", "))
+}
+
+/// The pid file: written with limpet's process id at start, removed at stop unless
+/// another process (a limpet that took over with SIGQUIT and `-u`) wrote it since.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> anyhow::Result<Self> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the pid file {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours =
+            std::fs::read_to_string(&self.0).is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
 /// Runs the server until it stops: returns when a graceful stop has drained every
 /// request, or when Pingora's own run ends.
 fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
@@ -241,12 +290,16 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
     server.add_service(keeper);
     server.add_service(health);
     server.add_service(drain);
+    tracing::info!(config = %cli.config.display(), "limpet {} starting", env!("CARGO_PKG_VERSION"));
+    for l in &config.listeners {
+        tracing::info!("listening on {}", describe(l));
+    }
     tracing::info!(
-        listeners = ?config.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
-        admin = %config.admin.address,
-        config = %cli.config.display(),
-        "limpet starting"
+        "admin (metrics, status, health) on http://{}",
+        config.admin.address
     );
+    let pid_file = cli.pid_file.clone().or_else(|| config.server.pid_file.clone());
+    let _pid_file = pid_file.map(PidFile::write).transpose()?;
     // The server runs on its own thread so that `main` decides when the process ends:
     // as soon as a graceful stop has drained, or when Pingora's run returns.
     std::thread::Builder::new()

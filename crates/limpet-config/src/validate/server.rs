@@ -29,6 +29,7 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         trusted_proxies,
         log_format,
         debug_headers,
+        pid_file,
         unknown,
     } = match given {
         Some(s) => s,
@@ -113,6 +114,9 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         trusted_proxies: proxies,
         log_format: choice("server.log_format", log_format, LogFormat::Text, errs),
         debug_headers: take("server.debug_headers", debug_headers, errs).unwrap_or(false),
+        pid_file: take("server.pid_file", pid_file, errs)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
     })
 }
 
