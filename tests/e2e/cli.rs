@@ -89,11 +89,28 @@ fn check_accepts_the_repo_config_and_reports_every_error() {
     assert!(err.contains("line "), "{err}");
 }
 
-#[test]
-fn version_flag() {
+/// `limpet --version` names the commit, and `/metrics` says the same build in
+/// `limpet_build_info`, beside the process metrics (memory, CPU, descriptors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_and_build_info_name_the_commit() {
     let out = Command::new(bin("limpet")).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("limpet "));
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (version, commit) = text
+        .strip_prefix("limpet ")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|rest| rest.split_once(" (commit "))
+        .unwrap_or_else(|| panic!("not `limpet VERSION (commit HASH)`: {text}"));
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    // The tests run from a git checkout: the hash is known.
+    assert!(commit.len() >= 12 && commit != "unknown", "{text}");
+    let bs = backends("bi", 1).await;
+    let lb = PoolSpec::new(&bs).cookie().start().await;
+    let series = format!(r#"limpet_build_info{{commit="{commit}",version="{version}"}}"#);
+    assert_eq!(lb.metric(&series).await, 1.0);
+    assert!(lb.metric("process_resident_memory_bytes").await > 1e6);
+    assert!(lb.metric("process_open_fds").await >= 3.0);
+    assert!(lb.metric("process_start_time_seconds").await > 1.7e9);
 }
 
 fn sighup_ignored(pid: i32) -> bool {

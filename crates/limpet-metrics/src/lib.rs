@@ -64,6 +64,12 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let r = Registry::new();
+        // The process's CPU seconds, resident memory, open and maximum file
+        // descriptors and start time (`process_*`), read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let pb = &["pool", "backend"];
         let metrics = Self {
             requests: reg(
@@ -354,6 +360,17 @@ impl Metrics {
     /// Removes a pool's store series when a reload drops the pool.
     pub fn remove_store_entries(&self, pool: &PoolId) {
         let _ = self.store_entries.remove_label_values(&[pool.as_str()]);
+    }
+
+    /// `limpet_build_info{version, commit}`, always 1: which build is running.
+    pub fn build_info(&self, version: &str, commit: &str) -> Result<(), MetricsError> {
+        let info = IntGaugeVec::new(
+            Opts::new("limpet_build_info", "The running build of limpet (always 1)."),
+            &["version", "commit"],
+        )?;
+        info.with_label_values(&[version, commit]).set(1);
+        self.registry.register(Box::new(info))?;
+        Ok(())
     }
 
     /// Counts one failure of limpet's own resources (`kind`: one of

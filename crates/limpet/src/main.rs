@@ -27,9 +27,12 @@ use pingora_proxy::HttpProxy;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LIMPET_COMMIT"), ")");
+
 /// limpet: a sticky-session layer-7 load balancer.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     /// Configuration file.
     #[arg(long, default_value = "./config.yaml")]
@@ -261,6 +264,9 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
         Some(redis) => Arc::new(limpet_sessions::RedisStore::new(redis).map_err(anyhow::Error::msg)?),
     };
     let snapshot = Snapshot::build(loaded, 1, &metrics, None, limpet_proxy::clock::now_ms());
+    metrics
+        .build_info(env!("CARGO_PKG_VERSION"), env!("LIMPET_COMMIT"))
+        .context("registering limpet_build_info")?;
     metrics.config_generation.set(1);
     metrics.count_reload(true);
     metrics
@@ -290,7 +296,7 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
     server.add_service(keeper);
     server.add_service(health);
     server.add_service(drain);
-    tracing::info!(config = %cli.config.display(), "limpet {} starting", env!("CARGO_PKG_VERSION"));
+    tracing::info!(config = %cli.config.display(), "limpet {VERSION} starting");
     for l in &config.listeners {
         tracing::info!("listening on {}", describe(l));
     }
