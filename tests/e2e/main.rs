@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod cookie;
+mod deploy;
 mod failover;
 mod health;
 mod proxy_protocol;

@@ -1,0 +1,71 @@
+//! The files under deploy/ are checked by the tools that read them: Prometheus's alert
+//! rules by `promtool check rules` and their unit tests (`promtool test rules`), the
+//! scrape configuration by `promtool check config`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn deploy(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+fn promtool(args: &[&str], file: &str) {
+    let out = Command::new("promtool")
+        .args(args)
+        .arg(deploy(file))
+        .output()
+        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool {args:?} {file}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alert_rules_are_valid_and_pass_their_unit_tests() {
+    promtool(&["check", "rules"], "prometheus/limpet.rules.yml");
+    promtool(&["test", "rules"], "prometheus/limpet.rules.test.yml");
+}
+
+#[test]
+fn the_scrape_configuration_is_valid() {
+    promtool(&["check", "config", "--syntax-only"], "prometheus/prometheus.yml");
+}
+
+/// Every limpet series the alert rules read is one a running limpet exports (from
+/// startup), so no rule silently matches nothing after a rename.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_read_series_limpet_exports() {
+    let rules = std::fs::read_to_string(deploy("prometheus/limpet.rules.yml")).unwrap();
+    let mut names: Vec<&str> = rules
+        .match_indices("limpet_")
+        .map(|(i, _)| {
+            let rest = &rules[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|n| n.len() > "limpet_".len())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 8, "{names:?}");
+    let bs = limpet_e2e::backends("dp", 1).await;
+    let lb = limpet_e2e::PoolSpec::new(&bs)
+        .cookie()
+        .pool_key("health_check: { interval: 1s }")
+        .start()
+        .await;
+    let text = lb.admin_get("/metrics").await;
+    for name in names {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "the rules read {name}, which /metrics does not have"
+        );
+    }
+}
