@@ -283,3 +283,28 @@ async fn the_pid_file_names_this_instance_while_it_runs() {
     assert!(!pid_file.exists(), "the pid file outlived limpet");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Redis URL from a missing variable or file is an error naming its key, and the
+/// password of a URL that is not right is never printed.
+#[test]
+fn check_reports_a_redis_url_it_cannot_read_without_printing_it() {
+    let store = |line: &str| format!("{}session_store: {{ kind: redis, {line} }}\n", good());
+    let (code, _, err) = check(&store("redis_url_env: LIMPET_TEST_UNSET_REDIS_URL"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("session_store.redis_url_env") && err.contains("LIMPET_TEST_UNSET_REDIS_URL"),
+        "{err}"
+    );
+    let (code, _, err) = check(&store("redis_url_file: /nonexistent/limpet-redis-url"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("session_store.redis_url_file") && err.contains("cannot read"),
+        "{err}"
+    );
+    let (code, _, err) = check(&store(r#"redis_url: "http://user:hunter22@h""#));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not a Redis URL") && !err.contains("hunter22"),
+        "{err}"
+    );
+}

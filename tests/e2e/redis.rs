@@ -317,10 +317,12 @@ async fn tls_and_password() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let bs = backends("tls", 3).await;
-    let start = |password: &str| {
+    // The URL (and its password) never sits in the YAML: the right one comes from the
+    // environment (`redis_url_env`), the wrong one from a file (`redis_url_file`).
+    let start = |store: String, url: String| {
         let (addr, admin) = (free_addr(), free_addr());
         let yaml = format!(
-            "{}session_store: {{ kind: redis, redis_url: \"rediss://:{password}@127.0.0.1:{port}\", timeout: 500ms }}\n",
+            "{}session_store: {{ kind: redis, {store}, timeout: 500ms }}\n",
             pool_config(
                 (addr, admin),
                 &backend_list(&bs),
@@ -330,11 +332,20 @@ async fn tls_and_password() {
             )
         );
         let ca = at("ca.pem");
-        async move { Limpet::start_with_env(&yaml, addr, admin, &[("SSL_CERT_FILE", &ca)]).await }
+        async move {
+            let env = [
+                ("SSL_CERT_FILE", ca.as_str()),
+                ("LIMPET_TEST_REDIS_URL", url.as_str()),
+            ];
+            let lb = Limpet::start_with_env(&yaml, addr, admin, &env).await;
+            assert!(!std::fs::read_to_string(&lb.config).unwrap().contains("s3cret-pw"));
+            lb
+        }
     };
     let c = client();
     // The right password over TLS: sessions are stored and honoured.
-    let lb = start("s3cret-pw").await;
+    let url = |password: &str| format!("rediss://:{password}@127.0.0.1:{port}");
+    let lb = start("redis_url_env: LIMPET_TEST_REDIS_URL".into(), url("s3cret-pw")).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let first = via(&c, &lb, Some("tls-user"), None, None).await;
@@ -353,7 +364,9 @@ async fn tls_and_password() {
     assert!(!lb.log_text().contains("s3cret-pw"));
     // A wrong password: every request still served, the failures counted and logged
     // without the password.
-    let wrong = start("not-the-password").await;
+    let url_file = at("redis-url");
+    std::fs::write(&url_file, format!("{}\n", url("not-the-password"))).unwrap();
+    let wrong = start(format!("redis_url_file: {url_file}"), String::new()).await;
     for _ in 0..5 {
         assert_eq!(via(&c, &wrong, Some("tls-user"), None, None).await.status, 200);
     }

@@ -217,8 +217,12 @@ pub struct SessionStore {
 /// A Redis session store.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisStore {
-    /// `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS) or `unix://path`.
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS) or `unix://path`;
+    /// empty until loading reads it when it comes from the environment or a file.
     pub url: String,
+    /// Where the URL comes from: inline (`redis_url`), `redis_url_env` or
+    /// `redis_url_file`, so that a password need not sit in the YAML.
+    pub url_source: SecretSource,
     /// Prepended to every key, so several deployments can share one Redis.
     pub key_prefix: String,
     /// Multiplexed connections, used in turn.

@@ -52,6 +52,8 @@ pub const FILE_KEYS: &[&str] = &[
 pub struct SessionStore {
     pub kind: F<String>,
     pub redis_url: F<String>,
+    pub redis_url_env: F<String>,
+    pub redis_url_file: F<String>,
     pub key_prefix: F<String>,
     pub timeout: F<String>,
     pub pool_size: F<u64>,
@@ -63,6 +65,8 @@ pub struct SessionStore {
 pub const SESSION_STORE_KEYS: &[&str] = &[
     "kind",
     "redis_url",
+    "redis_url_env",
+    "redis_url_file",
     "key_prefix",
     "timeout",
     "pool_size",

@@ -564,3 +564,29 @@ fn the_pid_file_is_optional_and_restart_only() {
     assert!(has(&refused.0, "server.pid_file", "only takes effect on restart"));
     assert!(restart_only(&with, &with.clone()).is_ok());
 }
+
+#[test]
+fn the_redis_url_comes_inline_from_the_environment_or_from_a_file_never_two() {
+    let store = |keys: &str| format!("{GOOD}session_store: {{ kind: redis, {keys} }}\n");
+    let env = parse(&store("redis_url_env: REDIS_URL")).unwrap();
+    let redis = env.session_store.redis.unwrap();
+    assert_eq!(redis.url_source, SecretSource::Env("REDIS_URL".into()));
+    assert_eq!(redis.url, "", "read when loading, not by the parser");
+    let file = parse(&store("redis_url_file: /run/secrets/redis")).unwrap();
+    assert_eq!(
+        file.session_store.redis.unwrap().url_source,
+        SecretSource::File("/run/secrets/redis".into())
+    );
+    let both = errors(&store("redis_url: \"redis://h\", redis_url_env: REDIS_URL"));
+    assert!(has(&both, "session_store", "takes one of"));
+    let none = errors(&store("key_prefix: \"a:\""));
+    assert!(has(&none, "session_store.redis_url", "needs redis_url"));
+    let memory = errors(&format!(
+        "{GOOD}session_store: {{ kind: memory, redis_url_file: /x }}\n"
+    ));
+    assert!(has(
+        &memory,
+        "session_store.redis_url_file",
+        "only applies to kind: redis"
+    ));
+}

@@ -43,7 +43,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
             .hint("save the file as UTF-8"),
         )
     })?;
-    let config = limpet_config::parse(&text)?;
+    let mut config = limpet_config::parse(&text)?;
     let (keyring, mut warnings) = crate::keys::keyring(&config.cookie_keys).map_err(|mut errs| {
         let locations = limpet_config::Locations::index(&text);
         for e in &mut errs {
@@ -51,12 +51,16 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         }
         ConfigErrors(errs)
     })?;
-    if let Some(redis) = &config.session_store.redis {
+    if let Some(redis) = &mut config.session_store.redis {
+        let path = crate::keys::resolve_redis_url(redis).map_err(|e| {
+            let mut e = *e;
+            e.location = limpet_config::Locations::index(&text).find(&e.path);
+            ConfigErrors::single(e)
+        })?;
         // The client's own URL parser has the last word (ports, database numbers).
         if let Err(msg) = limpet_sessions::RedisStore::new(redis) {
-            let locations = limpet_config::Locations::index(&text);
-            let mut e = ConfigError::new("session_store.redis_url", msg);
-            e.location = locations.find(&e.path);
+            let mut e = ConfigError::new(path, msg);
+            e.location = limpet_config::Locations::index(&text).find(&e.path);
             return Err(ConfigErrors::single(e));
         }
     }

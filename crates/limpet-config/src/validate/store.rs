@@ -16,6 +16,8 @@ pub(super) fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut 
     let Some(s::SessionStore {
         kind,
         redis_url,
+        redis_url_env,
+        redis_url_file,
         key_prefix,
         timeout,
         pool_size,
@@ -38,6 +40,8 @@ pub(super) fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut 
         None | Some("memory") => {
             for (key, given) in [
                 ("redis_url", redis_url.is_some()),
+                ("redis_url_env", redis_url_env.is_some()),
+                ("redis_url_file", redis_url_file.is_some()),
                 ("key_prefix", key_prefix.is_some()),
                 ("timeout", timeout.is_some()),
                 ("pool_size", pool_size.is_some()),
@@ -51,7 +55,8 @@ pub(super) fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut 
             if max_entries.is_some() {
                 only_for(errs, "max_entries", "memory");
             }
-            redis = redis_store(redis_url, key_prefix, timeout, pool_size, errs);
+            let url = (redis_url, redis_url_env, redis_url_file);
+            redis = redis_store(url, key_prefix, timeout, pool_size, errs);
         }
         Some(other) => {
             let e = errs.at(
@@ -73,36 +78,49 @@ pub(super) fn session_store(field: Option<Lenient<s::SessionStore>>, errs: &mut 
     SessionStore { max_entries, redis }
 }
 
+/// The URL's three spellings: inline, from the environment, from a file.
+type UrlFields = (
+    Option<Lenient<String>>,
+    Option<Lenient<String>>,
+    Option<Lenient<String>>,
+);
+
 pub(super) fn redis_store(
-    url: Option<Lenient<String>>,
+    (url, url_env, url_file): UrlFields,
     key_prefix: Option<Lenient<String>>,
     timeout: Option<Lenient<String>>,
     pool_size: Option<Lenient<u64>>,
     errs: &mut Errors,
 ) -> Option<RedisStore> {
     let up = "session_store.redis_url";
-    let url = match take(up, url, errs) {
-        None => {
-            errs.at(up, "kind: redis needs redis_url").hint =
-                Some("write e.g. redis://127.0.0.1:6379/0".into());
+    let given = [url.is_some(), url_env.is_some(), url_file.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        errs.at(
+            "session_store",
+            "takes one of redis_url, redis_url_env, redis_url_file",
+        )
+        .hint = Some("keep one; redis_url_env or redis_url_file keep the password out of this file".into());
+    }
+    let env = take("session_store.redis_url_env", url_env, errs);
+    let file = take("session_store.redis_url_file", url_file, errs);
+    let url = match (take(up, url, errs), env, file) {
+        (None, Some(var), _) => Some((String::new(), SecretSource::Env(var))),
+        (None, None, Some(path)) => Some((String::new(), SecretSource::File(path.into()))),
+        (None, None, None) => {
+            errs.at(
+                up,
+                "kind: redis needs redis_url (or redis_url_env, redis_url_file)",
+            )
+            .hint = Some("write e.g. redis://127.0.0.1:6379/0".into());
             None
         }
-        Some(u) => {
-            let rest = ["redis://", "rediss://", "unix://", "redis+unix://"]
-                .iter()
-                .find_map(|scheme| u.strip_prefix(scheme));
-            match rest {
-                Some(r) if !r.is_empty() && !r.contains(char::is_whitespace) => Some(u),
-                _ => {
-                    errs.at(up, format!("`{}` is not a Redis URL", redact_url(&u)))
-                        .hint = Some(
-                        "write redis://[user:password@]host[:port][/db], rediss://… for TLS, or unix:///path"
-                            .into(),
-                    );
-                    None
-                }
+        (Some(u), _, _) => match redis_url_error(&u) {
+            None => Some((u.clone(), SecretSource::Inline(u))),
+            Some(msg) => {
+                errs.at(up, msg).hint = Some(REDIS_URL_HINT.into());
+                None
             }
-        }
+        },
     };
     let kp = "session_store.key_prefix";
     let key_prefix = take(kp, key_prefix, errs).unwrap_or_else(|| "limpet:".into());
@@ -119,10 +137,27 @@ pub(super) fn redis_store(
         errs,
     );
     let pool_size = number_in("session_store.pool_size", pool_size, 4, (1, 64), errs) as usize;
+    let (url, url_source) = url?;
     Some(RedisStore {
-        url: url?,
+        url,
+        url_source,
         key_prefix,
         pool_size,
         timeout,
     })
+}
+
+/// How a Redis URL is written, for errors about one.
+const REDIS_URL_HINT: &str =
+    "write redis://[user:password@]host[:port][/db], rediss://… for TLS, or unix:///path";
+
+/// What is wrong with `u` as a Redis URL, if anything (the password never shown).
+fn redis_url_error(u: &str) -> Option<String> {
+    let rest = ["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .find_map(|scheme| u.strip_prefix(scheme));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(char::is_whitespace) => None,
+        _ => Some(format!("`{}` is not a Redis URL", redact_url(u))),
+    }
 }
