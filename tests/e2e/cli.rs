@@ -308,3 +308,38 @@ fn check_reports_a_redis_url_it_cannot_read_without_printing_it() {
         "{err}"
     );
 }
+
+/// Under systemd's `Type=notify`: `READY=1` once the listeners are up, and
+/// `RELOADING=1` (with `MONOTONIC_USEC`) then `READY=1` around each reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_manager_hears_ready_and_reloading() {
+    let dir = std::env::temp_dir().join(format!("limpet-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let next = || async {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.recv(&mut buf))
+            .await
+            .expect("no message from limpet within 10 s")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let bs = backends("sd", 1).await;
+    let (addr, admin) = (free_addr(), free_addr());
+    let yaml = config(addr, admin, &backend_list(&bs), "name: LIMPET, ttl: 15m", "");
+    let socket = path.display().to_string();
+    let lb = Limpet::start_with_env(&yaml, addr, admin, &[("NOTIFY_SOCKET", &socket)]).await;
+    let ready = next().await;
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+    lb.signal(libc::SIGHUP);
+    let reloading = next().await;
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next().await, "READY=1");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -69,3 +69,43 @@ async fn alert_rules_read_series_limpet_exports() {
         );
     }
 }
+
+/// The systemd unit: `Type=notify` (limpet says READY=1, tested in
+/// `cli::the_service_manager_hears_ready_and_reloading`), a reload that checks first,
+/// and hardening that `systemd-analyze security` rates 3.0 or lower (where
+/// systemd-analyze is installed; elsewhere only the unit's keys are checked).
+#[test]
+fn the_systemd_unit_is_hardened_and_notifies() {
+    let unit = deploy("limpet.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/usr/local/bin/limpet --check --config /etc/limpet/config.yaml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=limpet",
+        "EnvironmentFile=-/etc/limpet/env",
+    ] {
+        assert!(text.lines().any(|l| l == line), "the unit lacks `{line}`");
+    }
+    let Ok(out) = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+    else {
+        eprintln!("systemd-analyze not installed: exposure not rated");
+        return;
+    };
+    let report = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = report
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for limpet.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level:\n{report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(level <= 3.0, "exposure {level}:\n{report}");
+}

@@ -26,7 +26,7 @@ mod upgrade;
 mod upstream;
 
 pub use admin::Admin;
-pub use control::{Drain, Reloader, Signals, Stopped, StoreKeeper};
+pub use control::{when_listening, Drain, Reloader, Signals, Stopped, StoreKeeper};
 pub use front::Front;
 pub use health::HealthService;
 pub use load::{load_file, Loaded};

@@ -317,5 +317,12 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
             let _ = stopped_tx.send(Stopped::ServerDone);
         })
         .context("starting the server thread")?;
+    // READY=1 for systemd (Type=notify) once every listener accepts connections.
+    let mut addresses: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
+    addresses.push(config.admin.address);
+    std::thread::Builder::new()
+        .name("limpet-ready".into())
+        .spawn(move || limpet_proxy::when_listening(addresses, std::time::Duration::from_secs(60)))
+        .context("starting the readiness thread")?;
     stopped.recv().context("the server thread ended without a word")
 }

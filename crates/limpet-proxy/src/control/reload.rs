@@ -149,8 +149,11 @@ impl BackgroundService for Reloader {
                     }
                     tracing::info!(path = %self.path.display(), "SIGHUP: reloading configuration");
                     let started = std::time::Instant::now();
+                    super::notify::reloading();
                     let result = self.reload();
                     self.record(result, started.elapsed());
+                    // Serving again, with the new configuration or the old one.
+                    super::notify::notify("READY=1");
                 }
             }
         }
