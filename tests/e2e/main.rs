@@ -9,6 +9,7 @@ mod cookie;
 mod deploy;
 mod failover;
 mod health;
+mod logs;
 mod proxy_protocol;
 mod redis;
 mod reload;

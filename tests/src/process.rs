@@ -51,14 +51,15 @@ pub fn launch(
     stderr: Stdio,
     env: &[(&str, &str)],
 ) -> Child {
+    // The caller's variables come last, so a test can override these.
     Command::new(program)
-        .envs(env.iter().copied())
         .arg("--config")
         .arg(config)
         .arg("--upgrade-sock")
         .arg(dir.join("upgrade.sock"))
         .env("LIMPET_TEST_KEY", TEST_SECRET)
         .env("LIMPET_LOG", log_filter)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()

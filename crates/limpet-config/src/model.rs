@@ -71,7 +71,24 @@ pub struct Server {
     pub debug_headers: bool,
     /// Written with limpet's process id at start, removed at stop (restart-only).
     pub pid_file: Option<PathBuf>,
+    /// The access log's file (reopened on SIGUSR1); standard error when absent
+    /// (restart-only).
+    pub access_log_file: Option<PathBuf>,
+    /// Whether the access log records query strings.
+    pub access_log_query: bool,
+    /// The log level when `LIMPET_LOG` is not set (reloadable).
+    pub log_level: LogLevel,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+spelled!(LogLevel { Error => "error", Warn => "warn", Info => "info", Debug => "debug" });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

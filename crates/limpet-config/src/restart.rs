@@ -26,6 +26,10 @@ pub fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
         old.server.log_format == new.server.log_format,
     );
     check("server.pid_file", old.server.pid_file == new.server.pid_file);
+    check(
+        "server.access_log_file",
+        old.server.access_log_file == new.server.access_log_file,
+    );
     // The table's bound is fixed when the store is made; its sessions outlive reloads.
     check("session_store", old.session_store == new.session_store);
     if errs.is_empty() {

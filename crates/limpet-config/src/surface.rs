@@ -121,12 +121,18 @@ pub struct Server {
     pub log_format: F<String>,
     pub debug_headers: F<bool>,
     pub pid_file: F<String>,
+    pub access_log_file: F<String>,
+    pub access_log_query: F<bool>,
+    pub log_level: F<String>,
     #[serde(flatten)]
     pub unknown: Mapping,
 }
 
 pub const SERVER_KEYS: &[&str] = &[
     "pid_file",
+    "access_log_file",
+    "access_log_query",
+    "log_level",
     "threads",
     "client_idle_timeout",
     "request_header_timeout",

@@ -381,42 +381,23 @@ impl Default for Line {
     }
 }
 
+impl crate::render::Out for Line {
+    fn put(&mut self, s: &str) {
+        self.push(s.as_bytes());
+    }
+}
+
 impl Line {
+    fn push_ip(&mut self, ip: IpAddr) {
+        crate::render::ip(self, ip);
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         // Addresses and protocol names fit: the longest value, a quoted IPv6 address
         // with its scope, is under 70 bytes. A longer one would be cut, never overflow.
         let n = bytes.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;
-    }
-
-    /// An address as `Display` writes it; IPv4 (nearly every client) without the
-    /// formatting machinery, which costs more than the rest of this header.
-    fn push_ip(&mut self, ip: IpAddr) {
-        match ip {
-            IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        self.push(b".");
-                    }
-                    let digits = [b'0' + octet / 100, b'0' + octet / 10 % 10, b'0' + octet % 10];
-                    let skip = if octet >= 100 {
-                        0
-                    } else if octet >= 10 {
-                        1
-                    } else {
-                        2
-                    };
-                    self.push(&digits[skip..]);
-                }
-            }
-            IpAddr::V6(v6) => {
-                let mut rest = &mut self.buf[self.len..];
-                let room = rest.len();
-                let _ = std::io::Write::write_fmt(&mut rest, format_args!("{v6}"));
-                self.len += room - rest.len();
-            }
-        }
     }
 
     fn as_str(&self) -> &str {

@@ -2,6 +2,7 @@
 //! config, the `ProxyHttp` adapter that runs the pure persistence and balancing logic per
 //! request, the admin endpoints, and the background service that owns SIGHUP.
 
+mod access;
 mod admin;
 mod attempt;
 pub mod clock;
@@ -18,6 +19,7 @@ mod persist;
 mod pool;
 mod proxy;
 mod proxy_protocol;
+mod render;
 mod request;
 mod shared;
 mod snapshot;
@@ -25,8 +27,9 @@ mod tls;
 mod upgrade;
 mod upstream;
 
+pub use access::AccessLog;
 pub use admin::Admin;
-pub use control::{when_listening, Drain, Reloader, Signals, Stopped, StoreKeeper};
+pub use control::{on_log_level, when_listening, Drain, Reloader, Signals, Stopped, StoreKeeper};
 pub use front::Front;
 pub use health::HealthService;
 pub use load::{load_file, Loaded};

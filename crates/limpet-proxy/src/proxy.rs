@@ -11,6 +11,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use limpet_affinity::{Outcome, Scheme};
@@ -20,6 +21,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access::{AccessLog, Entry};
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
 use crate::clock::{now_ms, unix_now};
 use crate::exchange::{self, refuse, Refusal, Via};
@@ -72,19 +74,13 @@ pub struct Ctx {
     refusal: Option<Refusal>,
     /// How the client reached limpet.
     via: Via,
-}
-
-/// An optional field of the access log, written as is or as nothing, without first
-/// rendering it into a `String`.
-struct OrEmpty<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => Ok(()),
-        }
-    }
+    /// `X-Request-Id`: a trusted proxy's, or one limpet made; sent to the backend.
+    request_id: Option<http::HeaderValue>,
+    /// When the request arrived, its backend connection was ready, and the backend's
+    /// response head came: the access log's timings.
+    arrived: Instant,
+    connected: Option<Instant>,
+    responded: Option<Instant>,
 }
 
 /// Was `e` an upstream failure after the connection was made (a read timeout, a
@@ -120,6 +116,10 @@ impl ProxyHttp for Limpet {
                 h2: false,
                 scheme: if self.tls { Scheme::Https } else { Scheme::Http },
             },
+            request_id: None,
+            arrived: Instant::now(),
+            connected: None,
+            responded: None,
         }
     }
 
@@ -163,6 +163,7 @@ impl ProxyHttp for Limpet {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let trusted = &snap.config.server.trusted_proxies;
         ctx.client = peer.map(|p| request::client_ip(p, &req.headers, trusted));
+        ctx.request_id = Some(request::request_id(peer, &req.headers, trusted));
         ctx.via.h2 = session.is_http2();
         if !ctx.via.tls && peer.is_some_and(|p| request::forwarded_https(p, &req.headers, trusted)) {
             ctx.via.scheme = Scheme::Https;
@@ -281,7 +282,25 @@ impl ProxyHttp for Limpet {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        exchange::forwarding_headers(session, ctx.via, upstream)
+        exchange::forwarding_headers(session, ctx.via, upstream)?;
+        if let Some(id) = &ctx.request_id {
+            upstream.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.connected = Some(Instant::now());
+        Ok(())
     }
 
     async fn response_filter(
@@ -301,6 +320,7 @@ impl ProxyHttp for Limpet {
             );
         }
         ctx.upstream_status = Some(resp.status.as_u16());
+        ctx.responded = Some(Instant::now());
         exchange::record(&self.shared, &snap, &ctx.attempt).await;
         exchange::decorate_response(&snap, &ctx.attempt, ctx.via, resp)
     }
@@ -337,21 +357,50 @@ impl ProxyHttp for Limpet {
         if let Some(counter) = self.shared.listeners.get(self.listener) {
             counter.count(ctx.via.h2);
         }
-        let req = session.req_header();
-        tracing::info!(
-            target: "limpet::access",
-            protocol = if ctx.via.h2 { "h2" } else { "h1" },
-            tls = ctx.via.tls,
-            client = %OrEmpty(ctx.client),
-            method = %req.method,
-            path = %req.uri.path(),
-            status,
-            pool = pool.map_or("", |p| p.id.as_str()),
-            backend = backend.map_or("", |b| b.id.as_str()),
-            outcome = outcome.map_or("none", Outcome::as_str),
-            attempts = attempt.attempts(),
-            ms = elapsed.map_or(0, |d| d.as_millis() as u64),
-            error = e.map(|e| e.etype().as_str()),
-        );
+        if AccessLog::enabled() {
+            let snap_server = &snap.config.server;
+            let req = session.req_header();
+            let host = req
+                .uri
+                .host()
+                .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+                .unwrap_or_default();
+            let header = |name: http::header::HeaderName| {
+                req.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+            };
+            let since =
+                |from: Option<Instant>, to: Option<Instant>| Some(to?.saturating_duration_since(from?));
+            self.shared.access.write(&Entry {
+                at: std::time::SystemTime::now(),
+                id: ctx
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default(),
+                client: ctx.client,
+                method: req.method.as_str(),
+                host,
+                path: req.uri.path(),
+                query: req.uri.query().filter(|_| snap_server.access_log_query),
+                protocol: if ctx.via.h2 { "h2" } else { "h1" },
+                tls: ctx.via.tls,
+                status,
+                bytes_in: session.body_bytes_read(),
+                bytes_out: session.body_bytes_sent(),
+                user_agent: header(http::header::USER_AGENT),
+                pool: pool.map_or("", |p| p.id.as_str()),
+                backend: backend.map_or("", |b| b.id.as_str()),
+                backend_address: backend.map(|b| b.address),
+                outcome: outcome.map_or("none", Outcome::as_str),
+                attempts: attempt.attempts(),
+                total: ctx.arrived.elapsed(),
+                connect: since(attempt.started, ctx.connected),
+                response: since(ctx.connected, ctx.responded),
+                error: e.map(|e| e.etype().as_str()),
+            });
+        }
     }
 }

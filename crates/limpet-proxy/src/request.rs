@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 /// Lower-case host without port, from the absolute URI or the Host header; borrowed
@@ -77,9 +77,47 @@ pub fn forwarded_https(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> 
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
+/// The request's id: the `X-Request-Id` a trusted proxy sent (visible ASCII, 1 to 128
+/// bytes), else a new random one (32 hex digits).
+pub fn request_id(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> HeaderValue {
+    let from_proxy = peer.is_some_and(|p| trusted.iter().any(|n| n.contains(&p)));
+    if from_proxy {
+        if let Some(v) = headers.get("x-request-id") {
+            let b = v.as_bytes();
+            if (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic()) {
+                return v.clone();
+            }
+        }
+    }
+    let mut hex = [0u8; 32];
+    let id: u128 = rand::random();
+    for (i, out) in hex.iter_mut().enumerate() {
+        let nibble = (id >> (124 - 4 * i)) & 0xf;
+        *out = b"0123456789abcdef"[nibble as usize];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_come_from_trusted_proxies_or_are_made() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let sent = headers(&[("x-request-id", "abc-123")]);
+        let proxy = Some("10.1.2.3".parse().unwrap());
+        let client = Some("192.0.2.1".parse().unwrap());
+        assert_eq!(request_id(proxy, &sent, &trusted), "abc-123");
+        let made = request_id(client, &sent, &trusted);
+        assert_ne!(made, "abc-123", "a client cannot choose its id");
+        assert_eq!(made.len(), 32);
+        assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(request_id(client, &sent, &trusted), made, "ids are random");
+        let too_long = "x".repeat(129);
+        let long = headers(&[("x-request-id", too_long.leak())]);
+        assert_eq!(request_id(proxy, &long, &trusted).len(), 32);
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

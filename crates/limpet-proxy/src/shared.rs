@@ -12,6 +12,7 @@ use limpet_metrics::{
 };
 use limpet_sessions::SessionStore;
 
+use crate::access::AccessLog;
 use crate::clock::unix_now;
 use crate::exchange::Refusal;
 use crate::local::LocalError;
@@ -35,6 +36,8 @@ pub struct Shared {
     /// Open client connections and refusals, by listener; all listeners together.
     pub connections: Vec<ListenerConnections>,
     pub open_connections: AtomicUsize,
+    /// Where request lines go.
+    pub access: AccessLog,
     /// Held while a reload removes series and while a scrape sets gauges.
     series: std::sync::Mutex<()>,
 }
@@ -50,7 +53,12 @@ pub struct ListenerConnections {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, metrics: Metrics, store: Arc<dyn SessionStore>) -> Self {
+    pub fn new(
+        snapshot: Snapshot,
+        metrics: Metrics,
+        store: Arc<dyn SessionStore>,
+        access: AccessLog,
+    ) -> Self {
         let unrouted = metrics.responses(PoolLabel::Unrouted, &Refusal::unrouted_kinds());
         let listeners = snapshot
             .config
@@ -92,6 +100,7 @@ impl Shared {
             active: Arc::default(),
             store,
             unrouted,
+            access,
         }
     }
 

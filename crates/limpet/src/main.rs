@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use limpet_config::{Listener, LogFormat};
+use limpet_config::{Listener, LogFormat, LogLevel};
 use limpet_proxy::{
-    load_file, Admin, BeforeTls, Drain, Front, HealthService, Limpet, Loaded, Reloader, Shared, Signals,
-    Snapshot, SniResolver, Stopped, StoreKeeper,
+    load_file, AccessLog, Admin, BeforeTls, Drain, Front, HealthService, Limpet, Loaded, Reloader, Shared,
+    Signals, Snapshot, SniResolver, Stopped, StoreKeeper,
 };
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    init_logging(loaded.config.server.log_format);
+    init_logging(loaded.config.server.log_format, loaded.config.server.log_level);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -114,27 +114,48 @@ fn ignore_control_signals() {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    // Pingora's own lines (services starting and stopping) are for debugging
-    // Pingora: below warnings they show only when the filter names pingora.
-    let given = std::env::var("LIMPET_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
-    let directives = if given.contains("pingora") {
-        given
+/// The log filter for `level`, with Pingora's own lines (services starting and
+/// stopping, for debugging Pingora) below warnings unless the filter names pingora.
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    let directives = if level.contains("pingora") {
+        level.to_string()
     } else {
-        format!("{given},pingora_core=warn,pingora_proxy=warn")
+        format!("{level},pingora_core=warn,pingora_proxy=warn")
     };
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info".into())
+}
+
+/// Logs to standard error at `LIMPET_LOG` (or `RUST_LOG`) when set, else at
+/// `server.log_level`, which then follows reloads.
+fn init_logging(format: LogFormat, level: LogLevel) {
+    let from_env = [std::env::var("LIMPET_LOG"), std::env::var("RUST_LOG")]
+        .into_iter()
+        .find_map(|v| v.ok().filter(|v| !v.is_empty()));
+    let filter = log_filter(from_env.as_deref().unwrap_or(level.as_str()));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let set_level: Box<dyn Fn(LogLevel) + Send + Sync> = match format {
+        LogFormat::Text => {
+            let builder = builder.with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |l| drop(handle.reload(log_filter(l.as_str()))))
+        }
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .flatten_event(true)
+                .with_env_filter(filter)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |l| drop(handle.reload(log_filter(l.as_str()))))
+        }
+    };
+    if from_env.is_none() {
+        limpet_proxy::on_log_level(set_level);
     }
 }
 
@@ -272,7 +293,20 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
     metrics
         .last_reload_success
         .set(limpet_proxy::clock::unix_secs_f64(snapshot.loaded_at));
-    let shared = Arc::new(Shared::new(snapshot, metrics, store));
+    let access = AccessLog::open(server_cfg.access_log_file.clone(), server_cfg.log_format)
+        .with_context(|| format!("opening the access log {:?}", server_cfg.access_log_file))?;
+    let shared = Arc::new(Shared::new(snapshot, metrics, store, access));
+    // The access-log file's buffer goes out every second (and at stop, below).
+    let flusher = shared.clone();
+    std::thread::Builder::new()
+        .name("limpet-access-log".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            flusher.access.flush();
+        })
+        .context("starting the access-log thread")?;
+    let for_signals = shared.clone();
+    let for_exit = shared.clone();
 
     // One proxy service per listener: listeners differ in TLS, h2c, PROXY protocol
     // and redirects.
@@ -312,7 +346,7 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
         .name("limpet-server".into())
         .spawn(move || {
             server.run(RunArgs {
-                shutdown_signal: Box::new(Signals),
+                shutdown_signal: Box::new(Signals(for_signals)),
             });
             let _ = stopped_tx.send(Stopped::ServerDone);
         })
@@ -324,5 +358,7 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
         .name("limpet-ready".into())
         .spawn(move || limpet_proxy::when_listening(addresses, std::time::Duration::from_secs(60)))
         .context("starting the readiness thread")?;
-    stopped.recv().context("the server thread ended without a word")
+    let stopped = stopped.recv().context("the server thread ended without a word");
+    for_exit.access.flush();
+    stopped
 }

@@ -30,6 +30,9 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         log_format,
         debug_headers,
         pid_file,
+        access_log_file,
+        access_log_query,
+        log_level,
         unknown,
     } = match given {
         Some(s) => s,
@@ -117,6 +120,11 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         pid_file: take("server.pid_file", pid_file, errs)
             .filter(|p| !p.is_empty())
             .map(PathBuf::from),
+        access_log_file: take("server.access_log_file", access_log_file, errs)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+        access_log_query: take("server.access_log_query", access_log_query, errs).unwrap_or(true),
+        log_level: choice("server.log_level", log_level, LogLevel::Info, errs),
     })
 }
 

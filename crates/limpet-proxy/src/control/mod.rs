@@ -10,5 +10,5 @@ mod stop;
 
 pub use keeper::StoreKeeper;
 pub use notify::when_listening;
-pub use reload::Reloader;
+pub use reload::{on_log_level, Reloader};
 pub use stop::{Drain, Signals, Stopped};

@@ -16,6 +16,7 @@ use crate::clock::{now_ms, unix_secs_f64};
 use crate::load::load_file;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
+use limpet_config::LogLevel;
 
 pub struct Reloader {
     shared: Arc<Shared>,
@@ -77,6 +78,9 @@ impl Reloader {
                 m.last_reload_success
                     .set(unix_secs_f64(std::time::SystemTime::now()));
                 self.shared.last_reload_error.store(None);
+                if let Some(set_level) = LOG_LEVEL.get() {
+                    set_level(self.shared.current.load().config.server.log_level);
+                }
                 tracing::info!(
                     generation,
                     path = %self.path.display(),
@@ -95,6 +99,15 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Applies `server.log_level` after each good reload; set by `main` when the level
+/// comes from the configuration (no `LIMPET_LOG` in the environment).
+static LOG_LEVEL: std::sync::OnceLock<Box<dyn Fn(LogLevel) + Send + Sync>> = std::sync::OnceLock::new();
+
+/// Installs the function that applies a reloaded `server.log_level`.
+pub fn on_log_level(set: Box<dyn Fn(LogLevel) + Send + Sync>) {
+    let _ = LOG_LEVEL.set(set);
 }
 
 /// Loads `path` and, if it is valid and changes no restart-only key, builds the next

@@ -1,9 +1,9 @@
 //! Stopping: which signals stop limpet and how, and the wait for in-flight requests.
 //!
 //! [`Signals`] is the watcher Pingora's main loop waits on: SIGTERM stops gracefully,
-//! SIGINT at once, SIGQUIT hands the listeners to a new process (`-u`). SIGUSR1 and
-//! SIGUSR2 are logged and ignored (limpet logs to stderr and has no file to reopen), so
-//! that a logrotate script or an HAProxy habit never kills it.
+//! SIGINT at once, SIGQUIT hands the listeners to a new process (`-u`). SIGUSR1 reopens
+//! the access-log file (for logrotate); SIGUSR2 is logged and ignored, so that an
+//! HAProxy habit never kills limpet.
 //!
 //! Pingora waits its whole grace period after SIGTERM even when nothing is in flight.
 //! [`Drain`] watches the requests in progress once the listeners close and says
@@ -31,8 +31,9 @@ pub enum Stopped {
     ServerDone,
 }
 
-/// The signals that stop limpet, and the ones it only logs.
-pub struct Signals;
+/// The signals that stop limpet, SIGUSR1 (reopen the access log), and the ones it
+/// only logs.
+pub struct Signals(pub Arc<Shared>);
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
@@ -64,9 +65,13 @@ impl ShutdownSignalWatch for Signals {
                     tracing::info!("SIGINT: stopping now");
                     return ShutdownSignal::FastShutdown;
                 }
-                _ = usr1.recv() => tracing::warn!(
-                    "SIGUSR1 ignored: limpet writes its logs to stderr and has no log file to reopen"
-                ),
+                _ = usr1.recv() => match self.0.access.reopen() {
+                    Ok(Some(path)) => tracing::info!(path = %path.display(), "SIGUSR1: access log reopened"),
+                    Ok(None) => tracing::warn!(
+                        "SIGUSR1 ignored: the access log goes to standard error (no server.access_log_file to reopen)"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "SIGUSR1: could not reopen the access log; it keeps writing to the file it had open"),
+                },
                 _ = usr2.recv() => tracing::warn!("SIGUSR2 ignored: it has no job in limpet"),
             }
         }
