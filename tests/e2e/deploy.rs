@@ -109,3 +109,55 @@ fn the_systemd_unit_is_hardened_and_notifies() {
         });
     assert!(level <= 3.0, "exposure {level}:\n{report}");
 }
+
+/// The image's configuration passes `limpet --check` with its secret from the
+/// environment, and fails without it (the secret is never in the file).
+#[test]
+fn the_production_example_configuration_checks() {
+    let check = |key: Option<&str>| {
+        let mut cmd = Command::new(limpet_e2e::bin("limpet"));
+        cmd.args(["--check", "--config"])
+            .arg(deploy("config.production.yaml"));
+        cmd.env_remove("LIMPET_COOKIE_KEY");
+        if let Some(k) = key {
+            cmd.env("LIMPET_COOKIE_KEY", k);
+        }
+        cmd.output().unwrap()
+    };
+    let ok = check(Some("an-example-secret-of-32-bytes-or-more-0123"));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let missing = check(None);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("LIMPET_COOKIE_KEY"));
+}
+
+/// What the Containerfile must do to build as is with podman and docker and run
+/// safely. (No image is built here: that needs a container engine and the network.)
+#[test]
+fn the_containerfile_is_portable_and_unprivileged() {
+    let text = std::fs::read_to_string(deploy("Containerfile")).unwrap();
+    for line in text.lines().filter(|l| l.starts_with("FROM ")) {
+        let image = line.split_whitespace().nth(1).unwrap();
+        // podman has no default registry: short names fail there.
+        assert!(
+            image.starts_with("docker.io/") || image.contains(".io/"),
+            "{line}"
+        );
+    }
+    for needed in [
+        "USER limpet",
+        "HEALTHCHECK ",
+        "ca-certificates",
+        "COPY deploy/config.production.yaml /etc/limpet/config.yaml",
+        "--locked",
+    ] {
+        assert!(text.contains(needed), "the Containerfile lacks `{needed}`");
+    }
+    let ignore = std::fs::read_to_string(deploy("../.containerignore")).unwrap();
+    assert!(
+        ignore.lines().any(|l| l == "target/"),
+        "target/ would be sent to the build"
+    );
+    let docker = std::fs::read_to_string(deploy("../.dockerignore")).unwrap();
+    assert_eq!(ignore, docker);
+}
