@@ -161,3 +161,103 @@ fn the_containerfile_is_portable_and_unprivileged() {
     let docker = std::fs::read_to_string(deploy("../.dockerignore")).unwrap();
     assert_eq!(ignore, docker);
 }
+
+/// Every query of the Grafana dashboard, run by a real Prometheus scraping a real
+/// limpet: each must be valid and return data, so no panel is broken or empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/limpet.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 14, "{exprs:?}");
+
+    let bs = limpet_e2e::backends("gf", 2).await;
+    let lb = limpet_e2e::PoolSpec::new(&bs)
+        .cookie()
+        .pool_key("health_check: { interval: 1s }")
+        .start()
+        .await;
+    let dir = std::env::temp_dir().join(format!("limpet-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: limpet\n    static_configs: [ {{ targets: [\"{}\"] }} ]\n",
+            lb.admin
+        ),
+    )
+    .unwrap();
+    let web = limpet_e2e::free_addr();
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={web}"))
+        .arg("--log.level=warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package prometheus; scripts/setup.sh installs it)");
+    let c = limpet_e2e::client();
+    let query = |expr: String| {
+        let c = c.clone();
+        async move {
+            let encoded: String = expr
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            let r = c
+                .get(format!("http://{web}/api/v1/query?query={encoded}"))
+                .send()
+                .await
+                .ok()?;
+            serde_json::from_str::<serde_json::Value>(&r.text().await.ok()?).ok()
+        }
+    };
+    // Traffic (new sessions and returning ones) while Prometheus takes a few scrapes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pinned = limpet_e2e::get(&c, &lb.url("/"), &[], "LIMPET").await;
+        if let Some(cookie) = pinned.set_cookie {
+            limpet_e2e::get(&c, &lb.url("/"), &[cookie.as_bytes()], "LIMPET").await;
+        }
+        let scrapes = query("count_over_time(up[1m])".into()).await;
+        let n = scrapes
+            .as_ref()
+            .and_then(|v| v["data"]["result"][0]["value"][1].as_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
+        if n >= 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus did not scrape limpet"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let mut broken = Vec::new();
+    for expr in &exprs {
+        let concrete = expr.replace("$__rate_interval", "30s").replace("$job", ".*");
+        let answer = query(concrete.clone()).await;
+        let ok = answer.as_ref().is_some_and(|a| {
+            a["status"] == "success" && a["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+        });
+        if !ok {
+            broken.push(format!("{concrete}\n  -> {answer:?}"));
+        }
+    }
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(broken.is_empty(), "panels without data:\n{}", broken.join("\n"));
+}
