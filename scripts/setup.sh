@@ -43,14 +43,21 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-if [ "$what" = test ] && ! python3 -c 'import grpc' 2>/dev/null; then
-  if [ "$(id -u)" = 0 ] || [ -n "${VIRTUAL_ENV:-}" ]; then
-    echo "setup: installing grpcio (pip)"
-    python3 -m pip install --quiet grpcio 2>/dev/null ||
-      python3 -m pip install --quiet --break-system-packages grpcio
-  else
-    echo "setup: the gRPC test needs grpcio; install it with:" >&2
-    echo "  python3 -m pip install --user grpcio" >&2
-    exit 1
+# Python test clients: grpcio (the gRPC test) and kubernetes-validate (offline schema
+# checks of deploy/kubernetes).
+if [ "$what" = test ]; then
+  pip_need=()
+  python3 -c 'import grpc' 2>/dev/null || pip_need+=(grpcio)
+  command -v kubernetes-validate >/dev/null || pip_need+=(kubernetes-validate)
+  if [ ${#pip_need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] || [ -n "${VIRTUAL_ENV:-}" ]; then
+      echo "setup: installing ${pip_need[*]} (pip)"
+      python3 -m pip install --quiet "${pip_need[@]}" 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages "${pip_need[@]}"
+    else
+      echo "setup: the tests need ${pip_need[*]}; install with:" >&2
+      echo "  python3 -m pip install --user ${pip_need[*]}" >&2
+      exit 1
+    fi
   fi
 fi

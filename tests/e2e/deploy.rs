@@ -261,3 +261,38 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(broken.is_empty(), "panels without data:\n{}", broken.join("\n"));
 }
+
+/// The Kubernetes manifests pass an offline schema validation (kubernetes-validate,
+/// strict: no unknown fields) for Kubernetes 1.30, and the ConfigMap carries the
+/// production configuration that `the_production_example_configuration_checks`
+/// checks.
+#[test]
+fn the_kubernetes_manifests_are_valid() {
+    let dir = deploy("kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--no-warn", "-k", "1.30.0"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate (pip install kubernetes-validate; scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let map: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("configmap.yaml")).unwrap()).unwrap();
+    let embedded = map["data"]["config.yaml"].as_str().unwrap();
+    let production = std::fs::read_to_string(deploy("config.production.yaml")).unwrap();
+    assert_eq!(
+        embedded, production,
+        "configmap.yaml and config.production.yaml differ"
+    );
+}
