@@ -150,133 +150,143 @@ fn open_append(path: &PathBuf) -> std::io::Result<File> {
 }
 
 impl Entry<'_> {
+    /// The fields in the order both formats write them.
+    fn visit(&self, f: &mut impl Fields) {
+        f.text("id", self.id);
+        f.ip("client", self.client);
+        f.text("method", self.method);
+        f.text("host", self.host);
+        f.text("path", self.path);
+        if let Some(q) = self.query {
+            f.text("query", q);
+        }
+        f.text("protocol", self.protocol);
+        f.flag("tls", self.tls);
+        f.num("status", u64::from(self.status));
+        f.num("bytes_in", self.bytes_in as u64);
+        f.num("bytes_out", self.bytes_out as u64);
+        f.text("pool", self.pool);
+        f.text("backend", self.backend);
+        f.addr("backend_address", self.backend_address);
+        f.text("outcome", self.outcome);
+        f.num("attempts", self.attempts as u64);
+        f.ms("total_ms", Some(self.total));
+        f.ms("connect_ms", self.connect);
+        f.ms("response_ms", self.response);
+        if let Some(e) = self.error {
+            f.text("error", e);
+        }
+        f.text("user_agent", self.user_agent);
+    }
+
     fn text(&self, out: &mut String) {
         rfc3339(self.at, out);
         out.push_str(" access");
-        let key = |out: &mut String, k: &str| {
-            out.push(' ');
-            out.push_str(k);
-            out.push('=');
-        };
-        // Values with spaces, quotes, `=` or control characters (or none at all) are
-        // quoted, so fields split cleanly.
-        let text = |out: &mut String, k: &str, v: &str| {
-            key(out, k);
-            let plain = !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=');
-            if plain {
-                out.push_str(v);
-            } else {
-                quote(v, out);
-            }
-        };
-        let num = |out: &mut String, k: &str, n: u64| {
-            key(out, k);
-            render::uint(out, n);
-        };
-        text(out, "id", self.id);
-        key(out, "client");
-        if let Some(c) = self.client {
-            render::ip(out, c);
-        }
-        text(out, "method", self.method);
-        text(out, "host", self.host);
-        text(out, "path", self.path);
-        if let Some(q) = self.query {
-            text(out, "query", q);
-        }
-        text(out, "protocol", self.protocol);
-        text(out, "tls", if self.tls { "true" } else { "false" });
-        num(out, "status", u64::from(self.status));
-        num(out, "bytes_in", self.bytes_in as u64);
-        num(out, "bytes_out", self.bytes_out as u64);
-        text(out, "pool", self.pool);
-        text(out, "backend", self.backend);
-        key(out, "backend_address");
-        if let Some(a) = self.backend_address {
-            render::socket_addr(out, a);
-        }
-        text(out, "outcome", self.outcome);
-        num(out, "attempts", self.attempts as u64);
-        key(out, "total_ms");
-        ms(out, Some(self.total));
-        key(out, "connect_ms");
-        ms(out, self.connect);
-        key(out, "response_ms");
-        ms(out, self.response);
-        if let Some(e) = self.error {
-            text(out, "error", e);
-        }
-        text(out, "user_agent", self.user_agent);
+        self.visit(&mut Text(out));
     }
 
     fn json(&self, out: &mut String) {
         out.push_str("{\"timestamp\":\"");
         rfc3339(self.at, out);
         out.push_str("\",\"target\":\"limpet::access\"");
-        let key = |out: &mut String, k: &str| {
-            out.push_str(",\"");
-            out.push_str(k);
-            out.push_str("\":");
-        };
-        let text = |out: &mut String, k: &str, v: &str| {
-            key(out, k);
-            quote(v, out);
-        };
-        let num = |out: &mut String, k: &str, n: u64| {
-            key(out, k);
-            render::uint(out, n);
-        };
-        text(out, "id", self.id);
-        key(out, "client");
-        match self.client {
-            Some(c) => {
-                out.push('"');
-                render::ip(out, c);
-                out.push('"');
-            }
-            None => out.push_str("null"),
-        }
-        text(out, "method", self.method);
-        text(out, "host", self.host);
-        text(out, "path", self.path);
-        if let Some(q) = self.query {
-            text(out, "query", q);
-        }
-        text(out, "protocol", self.protocol);
-        key(out, "tls");
-        out.push_str(if self.tls { "true" } else { "false" });
-        num(out, "status", u64::from(self.status));
-        num(out, "bytes_in", self.bytes_in as u64);
-        num(out, "bytes_out", self.bytes_out as u64);
-        text(out, "pool", self.pool);
-        text(out, "backend", self.backend);
-        key(out, "backend_address");
-        match self.backend_address {
-            Some(a) => {
-                out.push('"');
-                render::socket_addr(out, a);
-                out.push('"');
-            }
-            None => out.push_str("null"),
-        }
-        text(out, "outcome", self.outcome);
-        num(out, "attempts", self.attempts as u64);
-        for (k, d) in [
-            ("total_ms", Some(self.total)),
-            ("connect_ms", self.connect),
-            ("response_ms", self.response),
-        ] {
-            key(out, k);
-            match d {
-                Some(_) => ms(out, d),
-                None => out.push_str("null"),
-            }
-        }
-        if let Some(e) = self.error {
-            text(out, "error", e);
-        }
-        text(out, "user_agent", self.user_agent);
+        self.visit(&mut Json(out));
         out.push('}');
+    }
+}
+
+/// How a format writes each kind of field.
+trait Fields {
+    fn key(&mut self, k: &str);
+    fn text(&mut self, k: &str, v: &str);
+    /// A value written bare in both formats.
+    fn raw(&mut self, k: &str, write: impl FnOnce(&mut String));
+    /// A value that is a string in JSON, or `null` when absent.
+    fn quoted(&mut self, k: &str, present: bool, write: impl FnOnce(&mut String));
+    /// Milliseconds with microseconds; empty or `null` when absent.
+    fn ms(&mut self, k: &str, d: Option<Duration>);
+
+    fn num(&mut self, k: &str, n: u64) {
+        self.raw(k, |out| render::uint(out, n));
+    }
+    fn flag(&mut self, k: &str, b: bool) {
+        self.raw(k, |out| out.push_str(if b { "true" } else { "false" }));
+    }
+    fn ip(&mut self, k: &str, ip: Option<IpAddr>) {
+        self.quoted(k, ip.is_some(), |out| {
+            ip.into_iter().for_each(|ip| render::ip(out, ip))
+        });
+    }
+    fn addr(&mut self, k: &str, a: Option<SocketAddr>) {
+        self.quoted(k, a.is_some(), |out| {
+            a.into_iter().for_each(|a| render::socket_addr(out, a))
+        });
+    }
+}
+
+/// ` key=value`; values with spaces, quotes, `=` or control characters (or none at
+/// all) quoted, so fields split cleanly; absent ones empty.
+struct Text<'a>(&'a mut String);
+
+impl Fields for Text<'_> {
+    fn key(&mut self, k: &str) {
+        self.0.push(' ');
+        self.0.push_str(k);
+        self.0.push('=');
+    }
+    fn text(&mut self, k: &str, v: &str) {
+        self.key(k);
+        let plain = !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=');
+        if plain {
+            self.0.push_str(v);
+        } else {
+            quote(v, self.0);
+        }
+    }
+    fn raw(&mut self, k: &str, write: impl FnOnce(&mut String)) {
+        self.key(k);
+        write(self.0);
+    }
+    fn quoted(&mut self, k: &str, _present: bool, write: impl FnOnce(&mut String)) {
+        self.raw(k, write);
+    }
+    fn ms(&mut self, k: &str, d: Option<Duration>) {
+        self.raw(k, |out| ms(out, d));
+    }
+}
+
+/// `,"key":value`; absent values `null`.
+struct Json<'a>(&'a mut String);
+
+impl Fields for Json<'_> {
+    fn key(&mut self, k: &str) {
+        self.0.push_str(",\"");
+        self.0.push_str(k);
+        self.0.push_str("\":");
+    }
+    fn text(&mut self, k: &str, v: &str) {
+        self.key(k);
+        quote(v, self.0);
+    }
+    fn raw(&mut self, k: &str, write: impl FnOnce(&mut String)) {
+        self.key(k);
+        write(self.0);
+    }
+    fn quoted(&mut self, k: &str, present: bool, write: impl FnOnce(&mut String)) {
+        self.key(k);
+        if present {
+            self.0.push('"');
+            write(self.0);
+            self.0.push('"');
+        } else {
+            self.0.push_str("null");
+        }
+    }
+    fn ms(&mut self, k: &str, d: Option<Duration>) {
+        self.key(k);
+        match d {
+            Some(_) => ms(self.0, d),
+            None => self.0.push_str("null"),
+        }
     }
 }
 
