@@ -343,3 +343,26 @@ async fn the_service_manager_hears_ready_and_reloading() {
     assert_eq!(next().await, "READY=1");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `limpet --check --print`: the effective configuration on stdout, defaults filled
+/// in, the demo's inline secret redacted; `--print` alone is refused.
+#[test]
+fn check_print_shows_the_effective_configuration_without_secrets() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml");
+    let out = Command::new(bin("limpet"))
+        .args(["--check", "--print", "--config", config])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    let printed: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(printed["server"]["request_header_timeout"], "10s", "a default");
+    assert_eq!(printed["cookie_keys"][0]["secret"], "***");
+    assert!(!yaml.contains("demo-only-secret"), "{yaml}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configuration OK"));
+    let alone = Command::new(bin("limpet"))
+        .args(["--print", "--config", config])
+        .output()
+        .unwrap();
+    assert!(!alone.status.success());
+}

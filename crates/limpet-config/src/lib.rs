@@ -6,6 +6,7 @@ mod duration;
 mod error;
 mod locate;
 mod model;
+mod print;
 mod restart;
 mod surface;
 mod validate;
@@ -14,6 +15,7 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use locate::Locations;
 pub use model::*;
+pub use print::effective_yaml;
 pub use restart::restart_only;
 
 /// Parses and validates a whole configuration file.

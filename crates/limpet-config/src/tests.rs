@@ -590,3 +590,88 @@ fn the_redis_url_comes_inline_from_the_environment_or_from_a_file_never_two() {
         "only applies to kind: redis"
     ));
 }
+
+/// `limpet --check --print`: the effective configuration, parsed again, is the same
+/// configuration, with every default written out and no secret in the text.
+#[test]
+fn the_printed_configuration_parses_back_to_itself() {
+    let rich = r#"
+server:
+  threads: 3
+  request_header_timeout: 2500ms
+  max_request_header_bytes: 32KiB
+  trusted_proxies: [10.0.0.0/8, "192.0.2.7"]
+  pid_file: /run/limpet.pid
+  access_log_file: /var/log/limpet/access.log
+  access_log_query: false
+  log_level: debug
+listeners:
+  - address: 127.0.0.1:8080
+    h2c: true
+    max_connections: 500
+  - address: 127.0.0.1:8443
+    tls: { certificates: [ { cert: /etc/a.pem, key: /etc/a.key } ], hsts: 365d }
+admin: { address: 127.0.0.1:9090 }
+cookie_keys:
+  - { id: k1, secret_env: LIMPET_COOKIE_KEY }
+  - { id: k0, secret_file: /etc/limpet/old.key }
+session_store: { kind: redis, redis_url_env: REDIS_URL, key_prefix: "app:", timeout: 20ms }
+routes:
+  - { host: "*.example.com", path_prefix: /api, pool: api }
+  - { host: "*", path_prefix: /, pool: web }
+pools:
+  web:
+    balance: least_requests
+    persistence:
+      - cookie: { name: LIMPET, ttl: 15m, max_ttl: 4h, secure: true, same_site: strict, domain: example.com }
+      - source_ip: { ttl: 1h, ipv4_prefix: 24 }
+    on_backend_down: strict
+    retries: 1
+    slow_start: 30s
+    rebalance: { max_share_per_minute: 0.05, min_age: 5m }
+    health_check: { path: /healthz, interval: 2s, timeout: 500ms, expect_status: 200-299, host: app.internal }
+    passive_health: { max_fails: 5, window: 10s, cooldown: 30s }
+    backends:
+      - { id: web-1, address: "127.0.0.1:8081", weight: 3 }
+      - { id: web-2, address: "127.0.0.1:8082", state: draining }
+  api:
+    protocol: h2
+    tls: { verify: true, sni: api.internal, ca: /etc/ca.pem }
+    balance: consistent_hash
+    hash: { key: "header:x-user", balance_factor: 1.25 }
+    persistence:
+      - header: { name: X-Session, ttl: 30m, ttl_header: X-Session-Ttl, max_ttl: 8h }
+      - hash: {}
+    backends:
+      - { id: api-1, address: "127.0.0.1:9001" }
+"#;
+    let first = parse(rich).unwrap();
+    let printed = effective_yaml(&first);
+    let again = parse(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(first, again, "{printed}");
+    // Defaults appear; the Redis URL's source is named, not read.
+    assert!(printed.contains("client_idle_timeout: 30s"), "{printed}");
+    assert!(printed.contains("redis_url_env: REDIS_URL"), "{printed}");
+    let good = parse(GOOD).unwrap();
+    assert_eq!(parse(&effective_yaml(&good)).unwrap(), good);
+}
+
+#[test]
+fn printing_never_shows_a_secret() {
+    let inline = GOOD.replace(
+        "secret_env: LIMPET_COOKIE_KEY",
+        "secret: \"hunter2-hunter2-hunter2-hunter2\"",
+    );
+    let text = format!(
+        "{inline}session_store: {{ kind: redis, redis_url: \"redis://app:pa55word@redis:6379/0\" }}\n"
+    );
+    let printed = effective_yaml(&parse(&text).unwrap());
+    assert!(
+        !printed.contains("hunter2") && !printed.contains("pa55word"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("secret: '***'") || printed.contains("secret: \"***\""),
+        "{printed}"
+    );
+}

@@ -40,6 +40,10 @@ struct Cli {
     /// Validate the configuration and exit: 0 and "configuration OK", or 1 and every error.
     #[arg(long)]
     check: bool,
+    /// With --check: print the effective configuration (every default filled in,
+    /// secrets redacted) as YAML on standard output.
+    #[arg(long, requires = "check")]
+    print: bool,
     /// Take over the listening sockets of a running limpet that received SIGQUIT.
     #[arg(long, short = 'u')]
     upgrade: bool,
@@ -69,7 +73,12 @@ fn main() -> ExitCode {
         for w in &loaded.warnings {
             eprintln!("warning: {w}");
         }
-        println!("configuration OK");
+        if cli.print {
+            print!("{}", limpet_config::effective_yaml(&loaded.config));
+            eprintln!("configuration OK");
+        } else {
+            println!("configuration OK");
+        }
         return ExitCode::SUCCESS;
     }
     init_logging(loaded.config.server.log_format, loaded.config.server.log_level);
