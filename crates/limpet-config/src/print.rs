@@ -76,7 +76,7 @@ fn d(v: Duration) -> Value {
     let ms = v.as_millis();
     let text = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")]
         .iter()
-        .find(|(unit, _)| ms > 0 && ms % unit == 0)
+        .find(|(unit, _)| ms > 0 && ms.is_multiple_of(*unit))
         .map_or_else(
             || format!("{ms}ms"),
             |(unit, suffix)| format!("{}{suffix}", ms / unit),
