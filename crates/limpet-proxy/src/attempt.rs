@@ -86,7 +86,8 @@ impl Attempt {
 
     /// Backends attempted so far, the current one included.
     pub fn attempts(&self) -> usize {
-        self.tried.len() + usize::from(self.chosen.is_some())
+        let current = self.chosen.filter(|c| !self.tried.contains(c));
+        self.tried.len() + usize::from(current.is_some())
     }
 
     /// Releases the current attempt's in-flight slot (the response is over).
@@ -94,14 +95,12 @@ impl Attempt {
         self.in_flight = None;
     }
 
-    /// Chooses the backend of the next attempt: the pinned one unless it was tried
-    /// already, else a new pick among backends not tried yet. Takes its in-flight slot.
+    /// Chooses the backend of the next attempt: the pinned one unless it failed
+    /// already, else a new pick among backends that have not failed. Takes its
+    /// in-flight slot. Only a connect failure ([`Attempt::connect_failed`]) rules a
+    /// backend out: when Pingora retries because a reused connection was stale, the
+    /// backend did nothing wrong and the request goes back to it.
     pub fn next_attempt(&mut self, pool: &PoolRt) -> Option<usize> {
-        if let Some(prev) = self.chosen.take() {
-            if !self.tried.contains(&prev) {
-                self.tried.push(prev);
-            }
-        }
         let pick = match self.pinned {
             Some(p) if !self.tried.contains(&p) => Some(p),
             _ => pool.pick_new(&self.tried, self.hash_key, self.rebalanced, now_ms()),
@@ -123,6 +122,9 @@ impl Attempt {
         let Some(failed) = self.chosen else {
             return AfterConnectFailure::GiveUp;
         };
+        if !self.tried.contains(&failed) {
+            self.tried.push(failed);
+        }
         pool.backends[failed].metrics.connect_errors.inc();
         pool.passive_failure(failed, "connect failed", now_ms());
         // A strict pool never moves a pinned session elsewhere.

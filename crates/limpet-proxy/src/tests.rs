@@ -257,3 +257,24 @@ async fn a_table_session_is_new_then_hit_then_backend_down() {
     let late = persist::resolve(&snap, pool, &store, &view(&h), 1_000 + 62).await;
     assert_eq!(late.evals[0].outcome, Outcome::Expired);
 }
+
+/// Pingora retries a request whose reused upstream connection turned out stale; that
+/// is no failure of the backend: the retry goes to the pinned backend again (a strict
+/// pool never moves a session for it, and the pin is kept).
+#[test]
+fn a_retry_that_follows_no_connect_failure_keeps_the_pin() {
+    let m = Metrics::new().unwrap();
+    let snap = build(
+        &yaml(&["a", "b", "c"], "    on_backend_down: strict\n"),
+        &m,
+        None,
+        0,
+    );
+    let pool = &snap.pools[0];
+    let mut at = Attempt::default();
+    at.pool = Some(0);
+    at.pinned = Some(1);
+    assert_eq!(at.next_attempt(pool), Some(1));
+    assert_eq!(at.next_attempt(pool), Some(1), "retried on the pinned backend");
+    assert_eq!(at.connect_failed(pool, &refused()), AfterConnectFailure::Strict);
+}
