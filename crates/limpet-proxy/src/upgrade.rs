@@ -14,6 +14,7 @@ use http::Version;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::v1::client::HttpSession as Upstream;
 use pingora_error::Result;
+use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use crate::attempt::{upgrade_peer_for, AfterConnectFailure, Attempt};
@@ -90,57 +91,21 @@ pub(crate) async fn tunnel(
     let mut req = session.req_header().clone();
     req.set_version(Version::HTTP_11);
     forwarding_headers(session, via, &mut req)?;
-    if upstream.write_request_header(Box::new(req)).await.is_err() {
-        return refuse(
-            shared,
-            Some(snap),
-            pool_index,
-            via,
-            session,
-            Refusal::UpstreamError,
-        )
-        .await;
-    }
-    // A body sent with the upgrade request precedes the switch (RFC 9110 §7.8).
-    while let Some(chunk) = session.read_request_body().await? {
-        if upstream.write_body(&chunk).await.is_err() {
-            return refuse(
-                shared,
-                Some(snap),
-                pool_index,
-                via,
-                session,
-                Refusal::UpstreamError,
-            )
-            .await;
+    // The request head, then any body the upgrade request carries: it precedes the
+    // switch (RFC 9110 §7.8). Each step only if the one before reached the backend.
+    let mut sent = upstream.write_request_header(Box::new(req)).await.is_ok();
+    while sent {
+        match session.read_request_body().await? {
+            Some(chunk) => sent = upstream.write_body(&chunk).await.is_ok(),
+            None => break,
         }
     }
-    if upstream.finish_body().await.is_err() {
-        return refuse(
-            shared,
-            Some(snap),
-            pool_index,
-            via,
-            session,
-            Refusal::UpstreamError,
-        )
-        .await;
-    }
-
-    let mut head = None;
-    for _ in 0..MAX_INFORMATIONAL {
-        match upstream.read_resp_header_parts().await {
-            Ok(h) if h.status.is_informational() && h.status != 101 => continue,
-            Ok(h) => {
-                head = Some(h);
-                break;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade: no response from backend");
-                break;
-            }
-        }
-    }
+    sent = sent && upstream.finish_body().await.is_ok();
+    let head = if sent {
+        response_head(&mut upstream).await
+    } else {
+        None
+    };
     let Some(mut head) = head else {
         return refuse(
             shared,
@@ -168,6 +133,22 @@ pub(crate) async fn tunnel(
     let _ = session.write_response_body(None, true).await;
     upstream.shutdown().await;
     Ok(true)
+}
+
+/// The backend's final response head (a 101, or the refusal), past up to
+/// `MAX_INFORMATIONAL` interim ones; `None` when it answers nothing usable.
+async fn response_head(upstream: &mut Upstream) -> Option<Box<ResponseHeader>> {
+    for _ in 0..MAX_INFORMATIONAL {
+        match upstream.read_resp_header_parts().await {
+            Ok(h) if h.status.is_informational() && h.status != 101 => continue,
+            Ok(h) => return Some(h),
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade: no response from backend");
+                return None;
+            }
+        }
+    }
+    None
 }
 
 /// One step of the tunnel.
