@@ -465,6 +465,36 @@ async fn bad_certificates_are_refused_by_check_and_by_reload() {
         err.contains("no certificate covers any route's host (app.test)"),
         "{err}"
     );
+
+    // An expired certificate, or one not valid yet, is a warning with its path, from
+    // --check and from a reload, and is served as told (the operator may be mid-rotation).
+    let expired = dated(&dir, "expired", "a.test", "20200101000000Z", "20200102000000Z");
+    let early = dated(&dir, "early", "a.test", "20990101000000Z", "20990102000000Z");
+    let cases = [
+        (expired, "expired.pem expired", "expired"),
+        (early, "early.pem is not valid yet", "early"),
+    ];
+    for (pair, message, what) in cases {
+        let yaml = config(tls, admin, &[pair], &PLAIN, &bs);
+        let path = dir.join(format!("{what}.yaml"));
+        std::fs::write(&path, &yaml).unwrap();
+        let out = Command::new(bin("limpet"))
+            .args(["--check", "--config"])
+            .arg(&path)
+            .env("LIMPET_TEST_KEY", TEST_SECRET)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{what}: {err}");
+        assert!(
+            err.contains("listeners[0].tls") && err.contains(message),
+            "{what}: {err}"
+        );
+        assert!(lb.reload(&yaml).await, "{what} was refused by a reload");
+        let log = lb.log_text();
+        assert!(log.contains(message), "{what}: the reload did not warn: {log}");
+    }
+    assert!(subject(tls, Some("a.test")).contains("CN = a.test"));
 }
 
 /// A plain listener can send everyone to https, or speak cleartext HTTP/2 beside

@@ -314,3 +314,162 @@ pools:
         lb.log_text()
     );
 }
+
+/// A client certificate for `cn` signed by the CA `ca_and_cert` made in `dir`, with
+/// extended key usage clientAuth. Returns (certificate, key).
+fn client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (pem, key) = (format!("{cn}.pem"), format!("{cn}.key"));
+    let csr = format!("{cn}.csr");
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("client.ext"),
+        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "client.ext",
+            "-out",
+            &pem,
+        ],
+        dir,
+    );
+    (dir.join(pem), dir.join(key))
+}
+
+/// An HTTPS backend (Python's ssl) that requires a client certificate from `client_ca`
+/// and answers with the certificate's common name; killed on drop.
+struct MtlsBackend {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl MtlsBackend {
+    fn start(cert: &Path, key: &Path, client_ca: &Path) -> MtlsBackend {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tls/mtls_backend.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([cert, key, client_ca])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().expect("the mTLS backend's port");
+        MtlsBackend {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        }
+    }
+}
+
+impl Drop for MtlsBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_presented_to_backends_that_require_one() {
+    let dir = scratch();
+    let (ca, pem, key) = ca_and_cert(&dir, "b.internal");
+    let (front_cert, front_key) = client_cert(&dir, "limpet-front");
+    let backend = MtlsBackend::start(&pem, &key, &ca);
+    let with_cert = format!(
+        "{{ sni: b.internal, ca: \"{}\", client_cert: \"{}\", client_key: \"{}\" }}",
+        ca.display(),
+        front_cert.display(),
+        front_key.display()
+    );
+    let (addr, admin) = (free_addr(), free_addr());
+    let lb = Limpet::start_with(&front(addr, admin, backend.addr, "h1", &with_cert), addr, admin).await;
+    wait_backend_up(&lb, 1.0).await;
+    let c = client();
+    let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    assert_eq!(
+        (r.status, r.backend.as_str()),
+        (200, "limpet-front"),
+        "{}\n{}",
+        r.body,
+        lb.log_text()
+    );
+
+    // Without a client certificate the backend refuses the handshake: the request is
+    // not served and the health check takes the backend down.
+    let without = format!("{{ sni: b.internal, ca: \"{}\" }}", ca.display());
+    assert!(lb.reload(&front(addr, admin, backend.addr, "h1", &without)).await);
+    wait_backend_up(&lb, 0.0).await;
+    let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    assert!(r.status == 502 || r.status == 503, "{} {}", r.status, r.body);
+
+    // A certificate from another CA is refused the same way.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    ca_and_cert(&other, "unused");
+    let (stranger, stranger_key) = client_cert(&other, "stranger");
+    let foreign = format!(
+        "{{ sni: b.internal, ca: \"{}\", client_cert: \"{}\", client_key: \"{}\" }}",
+        ca.display(),
+        stranger.display(),
+        stranger_key.display()
+    );
+    assert!(
+        lb.reload(&front(addr, admin, backend.addr, "h1", &with_cert))
+            .await
+    );
+    wait_backend_up(&lb, 1.0).await;
+    assert!(lb.reload(&front(addr, admin, backend.addr, "h1", &foreign)).await);
+    // Checks made with the stranger's certificate fail (they would pass if it were
+    // accepted): wait for two more failures, then the backend is down.
+    let failed = r#"limpet_health_check_total{backend="tls-1",pool="web",result="fail"}"#;
+    let before = lb.metric(failed).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lb.metric(failed).await < before + 2.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", lb.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    wait_backend_up(&lb, 0.0).await;
+    let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    assert!(r.status == 502 || r.status == 503, "{} {}", r.status, r.body);
+
+    // And a reload back to the right certificate serves again.
+    assert!(
+        lb.reload(&front(addr, admin, backend.addr, "h1", &with_cert))
+            .await
+    );
+    wait_backend_up(&lb, 1.0).await;
+    let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+    assert_eq!((r.status, r.backend.as_str()), (200, "limpet-front"));
+}

@@ -10,7 +10,7 @@ mod process;
 mod redis;
 mod spec;
 
-pub use certs::{self_signed, Key};
+pub use certs::{dated, self_signed, Key};
 pub use client::*;
 pub use limpet_demo::Backend;
 pub use measure::*;
