@@ -9,6 +9,7 @@ mod cookie;
 mod deploy;
 mod failover;
 mod health;
+mod http2;
 mod logs;
 mod proxy_protocol;
 mod redis;

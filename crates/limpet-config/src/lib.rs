@@ -16,7 +16,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use locate::Locations;
 pub use model::*;
 pub use print::effective_yaml;
-pub use restart::restart_only;
+pub use restart::{http2_restart_warnings, restart_only};
 
 /// Parses and validates a whole configuration file.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {

@@ -63,6 +63,8 @@ pub struct Server {
     pub max_response_header_bytes: usize,
     /// Client connections open at once, all listeners together.
     pub max_connections: u64,
+    /// Streams one HTTP/2 client connection may have open at once (restart-only).
+    pub h2_max_concurrent_streams: u32,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
     pub grace_period: Duration,

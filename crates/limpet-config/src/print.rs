@@ -92,6 +92,10 @@ fn server(v: &Server) -> Value {
         .with("max_request_header_bytes", n(v.max_request_header_bytes as u64))
         .with("max_response_header_bytes", n(v.max_response_header_bytes as u64))
         .with("max_connections", n(v.max_connections))
+        .with(
+            "h2_max_concurrent_streams",
+            n(u64::from(v.h2_max_concurrent_streams)),
+        )
         .with("upstream_connect_timeout", d(v.upstream_connect_timeout))
         .with("upstream_read_timeout", d(v.upstream_read_timeout))
         .with("grace_period", d(v.grace_period))

@@ -30,6 +30,11 @@ pub fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
         "server.access_log_file",
         old.server.access_log_file == new.server.access_log_file,
     );
+    // Pingora takes its HTTP/2 settings once, when the listeners are built.
+    check(
+        "server.h2_max_concurrent_streams",
+        old.server.h2_max_concurrent_streams == new.server.h2_max_concurrent_streams,
+    );
     // The table's bound is fixed when the store is made; its sessions outlive reloads.
     check("session_store", old.session_store == new.session_store);
     if errs.is_empty() {
@@ -37,4 +42,30 @@ pub fn restart_only(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
     } else {
         Err(ConfigErrors(errs))
     }
+}
+
+/// Reloadable keys whose change reaches HTTP/1 connections at once but HTTP/2 ones only
+/// after a restart (Pingora takes its HTTP/2 settings when the listeners are built):
+/// one warning each, when some listener speaks HTTP/2.
+pub fn http2_restart_warnings(old: &Config, new: &Config) -> Vec<String> {
+    if !new.listeners.iter().any(|l| l.tls.is_some() || l.h2c) {
+        return Vec::new();
+    }
+    let changed = [
+        (
+            "server.client_idle_timeout",
+            old.server.client_idle_timeout != new.server.client_idle_timeout,
+        ),
+        (
+            "server.max_request_header_bytes",
+            old.server.max_request_header_bytes != new.server.max_request_header_bytes,
+        ),
+    ];
+    changed
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(key, _)| {
+            format!("{key}: changed; HTTP/1 connections use the new value now, HTTP/2 connections after a restart")
+        })
+        .collect()
 }

@@ -566,6 +566,51 @@ fn the_pid_file_is_optional_and_restart_only() {
 }
 
 #[test]
+fn http2_limits_default_like_haproxy_and_warn_when_a_reload_cannot_reach_http2() {
+    let plain = parse(GOOD).unwrap();
+    assert_eq!(plain.server.h2_max_concurrent_streams, 100);
+    let more = parse(&GOOD.replace(
+        "  threads: 2\n",
+        "  threads: 2\n  h2_max_concurrent_streams: 250\n",
+    ))
+    .unwrap();
+    assert_eq!(more.server.h2_max_concurrent_streams, 250);
+    let refused = restart_only(&plain, &more).unwrap_err();
+    assert!(has(
+        &refused.0,
+        "server.h2_max_concurrent_streams",
+        "only takes effect on restart"
+    ));
+    let zero = GOOD.replace("  threads: 2\n", "  threads: 2\n  h2_max_concurrent_streams: 0\n");
+    assert!(has(
+        &errors(&zero),
+        "server.h2_max_concurrent_streams",
+        "out of range"
+    ));
+
+    // A new idle timeout or header limit reaches HTTP/2 connections only at restart:
+    // said when some listener speaks HTTP/2, not otherwise.
+    let idle = |c: &str| c.replace("client_idle_timeout: 30s", "client_idle_timeout: 5s");
+    let (old, new) = (parse(GOOD).unwrap(), parse(&idle(GOOD)).unwrap());
+    assert!(
+        http2_restart_warnings(&old, &new).is_empty(),
+        "no HTTP/2 listener"
+    );
+    let h2c = GOOD.replace(
+        "  - address: 127.0.0.1:8080\n",
+        "  - address: 127.0.0.1:8080\n    h2c: true\n",
+    );
+    let (old, new) = (parse(&h2c).unwrap(), parse(&idle(&h2c)).unwrap());
+    let warned = http2_restart_warnings(&old, &new);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].starts_with("server.client_idle_timeout: changed"),
+        "{warned:?}"
+    );
+    assert!(http2_restart_warnings(&old, &old.clone()).is_empty());
+}
+
+#[test]
 fn the_redis_url_comes_inline_from_the_environment_or_from_a_file_never_two() {
     let store = |keys: &str| format!("{GOOD}session_store: {{ kind: redis, {keys} }}\n");
     let env = parse(&store("redis_url_env: REDIS_URL")).unwrap();
@@ -598,6 +643,7 @@ fn the_printed_configuration_parses_back_to_itself() {
     let rich = r#"
 server:
   threads: 3
+  h2_max_concurrent_streams: 250
   request_header_timeout: 2500ms
   max_request_header_bytes: 32KiB
   trusted_proxies: [10.0.0.0/8, "192.0.2.7"]

@@ -3,13 +3,19 @@
 //! byte a second holds a connection forever (slowloris), and a connection that never
 //! sends a request lives 60 s whatever `client_idle_timeout` says.
 //!
-//! [`Guarded`] wraps an HTTP/1 client stream. While the connection waits for a request
-//! it must start one within `client_idle_timeout` (else it is closed silently); once a
+//! [`Guarded`] wraps every client stream. While the connection waits for a request it
+//! must start one within `client_idle_timeout` (else it is closed silently); once a
 //! request's first byte arrived, its whole head (up to the blank line) must arrive within
 //! `request_header_timeout`, else limpet answers 408 and closes. The head deadline re-arms
 //! for every request of a kept-alive connection ([`Guard::await_request`]); between
-//! requests Pingora's keep-alive timeout applies. HTTP/2 streams
-//! are not wrapped: their framing is the h2 library's job.
+//! requests Pingora's keep-alive timeout applies.
+//!
+//! HTTP/2 connections (ALPN h2, or h2c) pass the same two deadlines up to the end of
+//! the client's preface (`PRI * HTTP/2.0\r\n\r\n`, whose blank line ends the "head"),
+//! with no HTTP/1 answer; after it, Pingora's HTTP/2 idle timeout (set to
+//! `client_idle_timeout`) closes a connection with no stream in flight. Pingora peeks for
+//! the h2c preface with a blocking `read_exact` on the socket; [`Guarded`] answers that
+//! peek itself, under its deadlines, and replays the bytes to the reader after.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,14 +71,19 @@ pub struct Guarded {
     timer: Pin<Box<Sleep>>,
     /// The phase the timer was set for.
     armed: u8,
-    /// How much of "\r\n\r\n" the last bytes read end with.
-    matched: u8,
-    /// Bytes of the current request head so far, and the most allowed.
-    head_bytes: usize,
+    /// Where the current request head is.
+    scan: Scan,
+    /// The largest head allowed.
     max_head: usize,
     /// Counts limpet's answers; the listener's HSTS value for them.
     shared: Arc<Shared>,
     hsts: Option<String>,
+    /// An HTTP/2 connection: no HTTP/1 answers, no head size limit (the h2 library
+    /// bounds header blocks).
+    h2: bool,
+    /// Bytes read ahead by [`Peek::try_peek`], given to the next reads first.
+    replay: Vec<u8>,
+    replay_at: usize,
 }
 
 impl Guarded {
@@ -85,28 +96,33 @@ impl Guarded {
         max_head: usize,
         (shared, hsts): (Arc<Shared>, Option<String>),
     ) -> Self {
+        let h2 = inner.selected_alpn_proto() == Some(ALPN::H2);
         Self {
             shared,
             hsts,
+            h2,
+            replay: Vec::new(),
+            replay_at: 0,
             inner,
             guard,
             idle,
             head,
             timer: Box::pin(tokio::time::sleep(idle)),
             armed: IDLE,
-            matched: 0,
-            head_bytes: 0,
+            scan: Scan::default(),
             max_head,
         }
     }
 }
 
-/// Where the head scan is: a partial "\r\n\r\n" carried from one read to the next, and
-/// the head's size so far.
+/// Where the head scan is: a partial "\r\n\r\n" carried from one read to the next, the
+/// head's size so far, and whether it is still an HTTP/2 preface (whose "head" ends at
+/// its second blank line).
 #[derive(Default)]
 struct Scan {
     matched: u8,
     head_bytes: usize,
+    not_preface: bool,
 }
 
 /// Follows the bytes just read: the first byte starts the head, the blank line ends
@@ -120,16 +136,21 @@ fn saw(guard: &Guard, scan: &mut Scan, bytes: &[u8]) -> usize {
         phase = HEAD;
         *scan = Scan::default();
     }
-    let matched = &mut scan.matched;
-    for b in bytes {
+    for &b in bytes {
+        scan.not_preface |= H2_PREFACE.get(scan.head_bytes) != Some(&b);
         scan.head_bytes += 1;
-        *matched = match (*matched, b) {
-            (0 | 2, b'\r') => *matched + 1,
-            (1 | 3, b'\n') => *matched + 1,
+        scan.matched = match (scan.matched, b) {
+            (0 | 2, b'\r') => scan.matched + 1,
+            (1 | 3, b'\n') => scan.matched + 1,
             (_, b'\r') => 1,
             _ => 0,
         };
-        if *matched == 4 {
+        if scan.matched == 4 {
+            if !scan.not_preface && scan.head_bytes < H2_PREFACE.len() {
+                // "PRI * HTTP/2.0\r\n\r\n": the preface goes on to "SM\r\n\r\n".
+                scan.matched = 0;
+                continue;
+            }
             phase = BODY;
             break;
         }
@@ -150,6 +171,9 @@ impl Guarded {
     /// Writes limpet's answer before closing. Best effort: it fits any socket buffer,
     /// and the connection closes anyway.
     fn answer(&mut self, cx: &mut Context<'_>, refusal: Refusal) {
+        if self.h2 {
+            return;
+        }
         let bytes = raw_refusal(&self.shared, refusal, self.hsts.as_deref());
         let _ = Pin::new(&mut self.inner).poll_write(cx, &bytes);
         let _ = Pin::new(&mut self.inner).poll_flush(cx);
@@ -163,16 +187,29 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this.replay_at < this.replay.len() {
+            let n = buf.remaining().min(this.replay.len() - this.replay_at);
+            buf.put_slice(&this.replay[this.replay_at..this.replay_at + n]);
+            this.replay_at += n;
+            if this.replay_at == this.replay.len() {
+                this.replay = Vec::new();
+                this.replay_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        this.poll_guarded(cx, buf)
+    }
+}
+
+impl Guarded {
+    /// Reads from the client under the deadlines, following the request head.
+    fn poll_guarded(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self;
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let mut scan = Scan {
-                    matched: this.matched,
-                    head_bytes: this.head_bytes,
-                };
-                let size = saw(&this.guard, &mut scan, &buf.filled()[before..]);
-                (this.matched, this.head_bytes) = (scan.matched, scan.head_bytes);
-                if size > this.max_head {
+                let size = saw(&this.guard, &mut this.scan, &buf.filled()[before..]);
+                if size > this.max_head && !this.h2 {
                     // Refused while reading: nothing more of this head is buffered.
                     this.answer(cx, Refusal::HeaderTooLarge);
                     return Poll::Ready(Err(std::io::Error::new(
@@ -302,10 +339,34 @@ impl GetSocketDigest for Guarded {
     }
 }
 
+/// The client preface of an HTTP/2 connection with prior knowledge.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 #[async_trait]
 impl Peek for Guarded {
+    /// Pingora 0.9.1 peeks only to tell an h2c preface from HTTP/1. The bytes are read
+    /// under the deadlines (a silent client is closed, a slow one answered 408) and kept
+    /// for the reads that follow. The peek ends early, with what it has, as soon as the
+    /// bytes cannot be the preface or the client stops sending: a short HTTP/1 request
+    /// is not held waiting for bytes that never come.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        let mut chunk = [0u8; 64];
+        while self.replay.len() < buf.len() && H2_PREFACE.starts_with(&self.replay) {
+            let want = (buf.len() - self.replay.len()).min(chunk.len());
+            let n = std::future::poll_fn(|cx| {
+                let mut rb = ReadBuf::new(&mut chunk[..want]);
+                self.poll_guarded(cx, &mut rb).map_ok(|()| rb.filled().len())
+            })
+            .await?;
+            if n == 0 {
+                break;
+            }
+            self.replay.extend_from_slice(&chunk[..n]);
+        }
+        let n = self.replay.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.replay[..n]);
+        buf[n..].fill(0);
+        Ok(true)
     }
 }
 
@@ -330,8 +391,15 @@ mod tests {
         assert_eq!(feed(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n\r", b"\n"]), BODY);
         assert_eq!(feed(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r"]), HEAD);
         assert_eq!(feed(&[b"a\r\r\n\r\n"]), BODY);
-        // An h2c preface ends with a blank line too: h2 framing takes over.
+        // An HTTP/2 preface is a head up to its second blank line; h2 framing follows.
         assert_eq!(feed(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]), BODY);
+        assert_eq!(feed(&[b"PRI * HTTP/2.0\r\n\r\n"]), HEAD);
+        assert_eq!(feed(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r", b"\n\0\0"]), BODY);
+        assert_eq!(
+            feed(&[b"GET / HTTP/1.1\r\n\r\n"]),
+            BODY,
+            "18 bytes, not a preface"
+        );
         let guard = Guard::default();
         let mut scan = Scan::default();
         assert_eq!(saw(&guard, &mut scan, b"GET / HTTP/1.1\r\n\r\n"), 18);

@@ -16,7 +16,7 @@ use crate::shared::{OpenConnection, Shared};
 /// The application in front of a listener's HTTP proxy: reads the PROXY header first
 /// when the listener expects one (plain listeners; TLS listeners read it before the
 /// handshake in [`BeforeTls`]), then serves the connection's requests itself, under the
-/// idle and request-head deadlines of [`crate::deadline`] for HTTP/1.
+/// idle and request-head deadlines of [`crate::deadline`].
 pub struct Front<A> {
     pub shared: Arc<Shared>,
     pub listener: usize,
@@ -38,18 +38,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
                 .ok()?;
         }
         let guard = Arc::new(Guard::default());
-        if stream.selected_alpn_proto() != Some(pingora_core::protocols::ALPN::H2) {
-            let server = &snap.config.server;
-            let limits = (server.client_idle_timeout, server.request_header_timeout);
-            let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());
-            stream = Box::new(Guarded::new(
-                stream,
-                guard.clone(),
-                limits,
-                server.max_request_header_bytes,
-                (self.shared.clone(), hsts),
-            ));
-        }
+        let server = &snap.config.server;
+        let limits = (server.client_idle_timeout, server.request_header_timeout);
+        let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());
+        stream = Box::new(Guarded::new(
+            stream,
+            guard.clone(),
+            limits,
+            server.max_request_header_bytes,
+            (self.shared.clone(), hsts),
+        ));
         // Keep-alive reuse stays inside this connection: the PROXY header came once,
         // and the deadlines re-arm for every request.
         let mut next = self.inner.process_new(stream, shutdown).await;

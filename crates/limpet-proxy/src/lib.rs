@@ -34,7 +34,7 @@ pub use front::Front;
 pub use health::HealthService;
 pub use load::{load_file, Loaded};
 pub use proxy::Limpet;
-pub use proxy_protocol::BeforeTls;
+pub use proxy_protocol::{read_header as read_proxy_header, BeforeTls, Rejected as ProxyHeaderRejected};
 pub use shared::Shared;
 pub use snapshot::Snapshot;
 pub use tls::SniResolver;

@@ -205,16 +205,37 @@ where
     }
 }
 
-/// The pre-TLS step of a TLS listener with `proxy_protocol: true`.
+/// The pre-TLS step of every TLS listener: the client must send its first byte (of the
+/// handshake, or of a PROXY header) within `client_idle_timeout`, not Pingora's fixed
+/// 60 s; then, with `proxy_protocol: true`, the PROXY header is read.
 pub struct BeforeTls {
     pub shared: Arc<Shared>,
     pub listener: usize,
+    pub proxy_protocol: bool,
 }
 
 #[async_trait]
 impl PreTlsProcess for BeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
         let snap = self.shared.current.load_full();
+        // A one-byte peek (read and put back): cancelling it loses nothing.
+        let idle = snap.config.server.client_idle_timeout;
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(idle, pingora_core::protocols::Peek::try_peek(stream, &mut first)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Error::e_because(ErrorType::HandshakeError, "closed before the TLS handshake", e)
+            }
+            Err(_) => {
+                return Error::e_explain(
+                    ErrorType::HandshakeError,
+                    "no TLS handshake within client_idle_timeout",
+                )
+            }
+        }
+        if !self.proxy_protocol {
+            return Ok(());
+        }
         accept(&self.shared, &snap, self.listener, stream).await
     }
 }

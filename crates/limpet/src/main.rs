@@ -16,6 +16,7 @@ use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{ListenerConfig, Listeners};
+use pingora_core::protocols::http::v2::server::default_h2_options;
 use pingora_core::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
@@ -178,15 +179,26 @@ fn client_buffers(tls: bool) -> L4BufferSettings {
 }
 
 /// Adds listener `i`'s proxy service to `server`.
-fn add_listener(server: &mut Server, shared: &Arc<Shared>, i: usize, l: &Listener) -> anyhow::Result<()> {
+fn add_listener(
+    server: &mut Server,
+    shared: &Arc<Shared>,
+    i: usize,
+    l: &Listener,
+    limits: &limpet_config::Server,
+) -> anyhow::Result<()> {
     let name = format!("limpet proxy {}", l.address);
     let mut proxy = HttpProxy::new(Limpet::new(shared.clone(), i), server.configuration.clone());
     proxy.handle_init_modules();
-    if l.h2c {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        proxy.server_options = Some(options);
-    }
+    // HTTP/2 connections get the limits HTTP/1 ones have, as they stand at startup
+    // (Pingora reads these once): idle connections close, header blocks are bounded.
+    let mut options = HttpServerOptions::default();
+    options.h2c = l.h2c;
+    options.h2_idle_timeout = Some(limits.client_idle_timeout);
+    proxy.server_options = Some(options);
+    let mut h2 = default_h2_options();
+    h2.max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams);
+    proxy.h2_options = Some(h2);
     let address = l.address.to_string();
     let tls = match &l.tls {
         None => None,
@@ -208,11 +220,12 @@ fn add_listener(server: &mut Server, shared: &Arc<Shared>, i: usize, l: &Listene
         inner: Arc::new(proxy),
     };
     let mut listeners = Listeners::new();
-    // The PROXY header of a TLS listener comes before the handshake.
-    if tls.is_some() && l.proxy_protocol {
+    // Before a TLS handshake: the idle deadline, and the PROXY header if expected.
+    if tls.is_some() {
         listeners.set_pre_tls_callback(Arc::new(BeforeTls {
             shared: shared.clone(),
             listener: i,
+            proxy_protocol: l.proxy_protocol,
         }));
     }
     let mut endpoint = ListenerConfig::tcp(address).l4_buffer(client_buffers(tls.is_some()));
@@ -320,7 +333,7 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
     // One proxy service per listener: listeners differ in TLS, h2c, PROXY protocol
     // and redirects.
     for (i, l) in config.listeners.iter().enumerate() {
-        add_listener(&mut server, &shared, i, l)?;
+        add_listener(&mut server, &shared, i, l, &config.server)?;
     }
     let mut admin = Service::new(
         "limpet admin".to_string(),

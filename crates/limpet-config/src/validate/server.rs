@@ -23,6 +23,7 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         max_request_header_bytes,
         max_response_header_bytes,
         max_connections,
+        h2_max_concurrent_streams,
         upstream_connect_timeout,
         upstream_read_timeout,
         grace_period,
@@ -104,8 +105,16 @@ pub(super) fn server(field: Option<Lenient<s::Server>>, errs: &mut Errors) -> Op
         (1, 10_000_000),
         errs,
     );
+    let h2_max_concurrent_streams = number_in(
+        "server.h2_max_concurrent_streams",
+        h2_max_concurrent_streams,
+        100,
+        (1, 10_000),
+        errs,
+    ) as u32;
     Some(Server {
         max_connections,
+        h2_max_concurrent_streams,
         threads,
         client_idle_timeout,
         request_header_timeout,

@@ -116,6 +116,9 @@ fn swap_in(shared: &Shared, path: &std::path::Path) -> Result<(u64, Arc<Snapshot
     let loaded = load_file(path)?;
     let current = shared.current.load_full();
     limpet_config::restart_only(&current.config, &loaded.config)?;
+    for w in limpet_config::http2_restart_warnings(&current.config, &loaded.config) {
+        tracing::warn!("{w}");
+    }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
