@@ -165,6 +165,10 @@ async fn http2_connections_close_when_idle_and_carry_the_header_limit() {
         );
     };
 
+    // TLS listener: a client that never starts its handshake.
+    let mut s = TcpStream::connect(tls).await.unwrap();
+    within(closes_after(&mut s).await, "TLS, no handshake");
+
     // TLS, ALPN h2: silent after the handshake; the preface and SETTINGS, then silent.
     let t = tokio::task::spawn_blocking(move || tls_h2_closes_after(tls, b""))
         .await
