@@ -5,6 +5,10 @@
 # (s_time -reuse), CPU per request on kept-alive TLS connections (wrk over https), and
 # HTTP/2 requests (h2load). CPU figures are the balancer's own user+system time from
 # /proc, divided by the handshakes or requests done.
+#
+# TLS_LIBS=1 adds the smallest Pingora TLS proxy (bench/tls-libs: round robin, no logic)
+# built twice, with Pingora's OpenSSL backend (OpenSSL 3.6 built from source) and with
+# its rustls backend, to compare the TLS libraries alone; the first build takes ~10 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=${BENCH_HARNESS:-../shared/bench}
@@ -52,7 +56,20 @@ bench_config 127.0.0.1:18493 127.0.0.1:19493 "{ cert: $dir/cert.pem, key: $dir/k
 nginx -c "$(cd "$harness" && pwd)/backends.nginx.conf" & pids+=($!)
 haproxy -f "$dir/haproxy.cfg" -db 2>"$dir/haproxy.log" & pids+=($!); hap=$!
 LIMPET_LOG=warn "$limpet" --config "$dir/limpet.yaml" --upgrade-sock "$dir/u.sock" 2>"$dir/limpet.log" & pids+=($!); lim=$!
-for port in 18490 18493; do
+entries=("haproxy 18490 $hap" "limpet 18493 $lim")
+ports="18490 18493"
+if [ "${TLS_LIBS:-0}" = 1 ]; then
+  port=18494
+  for lib in openssl rustls; do
+    (cd bench/tls-libs && cargo build -q --release --locked --features $lib --target-dir "../../target/tls-libs/$lib")
+    target/tls-libs/$lib/release/tls-proxy 127.0.0.1:$port "$dir/cert.pem" "$dir/key.pem" \
+      127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083 127.0.0.1:18084 2>"$dir/$lib.log" & pids+=($!)
+    entries+=("pingora-$lib $port $!")
+    ports="$ports $port"
+    port=$((port + 1))
+  done
+fi
+for port in $ports; do
   for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
@@ -62,7 +79,7 @@ us_per() { echo "scale=1; ($2-$1)*1000000/$tck/$3" | bc; }
 
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; SECS=$secs; ECDSA P-256, TLS 1.3"
 for round in 1 2 3; do
-  for entry in "haproxy 18490 $hap" "limpet 18493 $lim"; do
+  for entry in "${entries[@]}"; do
     set -- $entry; name=$1 port=$2 pid=$3
     # Full handshakes: a new TLS session per connection, one request each.
     c0=$(cpu "$pid")
@@ -90,7 +107,7 @@ for round in 1 2 3; do
     h2reqs=$(echo "$out" | awk '/^requests:/{print $8}')
     h2rps=$(echo "$out" | awk '/^finished in/{print $4}')
     h2=$(us_per "$c0" "$c1" "${h2reqs:-1}")
-    printf '%-8s round %s  full: %s conn/user-s, %s us/handshake  resumed: %s us  keep-alive h1: %s us/req  h2: %s req/s, %s us/req\n' \
+    printf '%-16s round %s  full: %s conn/user-s, %s us/handshake  resumed: %s us  keep-alive h1: %s us/req  h2: %s req/s, %s us/req\n' \
       "$name" "$round" "${full_rate:-?}" "$full" "$resumed" "$ka" "${h2rps:-?}" "$h2"
   done
 done
