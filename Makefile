@@ -1,11 +1,11 @@
 # limpet: two commands do everything on a fresh machine.
 #   make run    build, start three demo backends and limpet with ./config.yaml
 #   make test   every test the project has
-# make bench runs the benchmarks (never part of make test).
+# make bench runs the benchmarks, make fuzz the fuzz targets (neither is part of make test).
 
 CARGO ?= cargo
 
-.PHONY: all build run test lint bench bench-micro clean
+.PHONY: all build run test lint bench bench-micro fuzz clean
 
 all: build
 
@@ -42,6 +42,11 @@ bench: build
 bench-micro:
 	$(CARGO) bench -p limpet-affinity -p limpet-balance --benches
 	$(CARGO) bench -p limpet-sessions --bench memory
+
+# Coverage-guided fuzzing (afl.rs), FUZZ_SECS per target (default 60); exits non-zero
+# on any crash or hang. `make fuzz FUZZ_TARGETS=config` runs one target.
+fuzz:
+	FUZZ_SECS=$${FUZZ_SECS:-60} scripts/fuzz.sh $(FUZZ_TARGETS)
 
 clean:
 	$(CARGO) clean
