@@ -7,21 +7,7 @@ use std::time::{Duration, Instant};
 use limpet_e2e::*;
 
 fn check(yaml: &str) -> (i32, String, String) {
-    let dir = std::env::temp_dir().join(format!("limpet-check-{}-{}", std::process::id(), yaml.len()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("c.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(bin("limpet"))
-        .args(["--check", "--config"])
-        .arg(&path)
-        .env("LIMPET_TEST_KEY", TEST_SECRET)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    check_config(yaml)
 }
 
 fn good() -> String {

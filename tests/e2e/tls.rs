@@ -426,16 +426,8 @@ async fn bad_certificates_are_refused_by_check_and_by_reload() {
     ];
     for (what, pair, message) in cases {
         let yaml = config(tls, admin, &[pair], &PLAIN, &bs);
-        let path = dir.join(format!("{what}.yaml"));
-        std::fs::write(&path, &yaml).unwrap();
-        let out = Command::new(bin("limpet"))
-            .args(["--check", "--config"])
-            .arg(&path)
-            .env("LIMPET_TEST_KEY", TEST_SECRET)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        let (code, _, err) = check_config(&yaml);
+        assert_eq!(code, 1, "{what}: {err}");
         assert!(
             err.contains("listeners[0].tls") && err.contains(message),
             "{what}: {err}"
@@ -450,17 +442,8 @@ async fn bad_certificates_are_refused_by_check_and_by_reload() {
         listeners: "",
         host: "app.test",
     };
-    let routed = config(tls, admin, &[other], &app, &bs);
-    let path = dir.join("uncovered.yaml");
-    std::fs::write(&path, routed).unwrap();
-    let out = Command::new(bin("limpet"))
-        .args(["--check", "--config"])
-        .arg(&path)
-        .env("LIMPET_TEST_KEY", TEST_SECRET)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let (code, _, err) = check_config(&config(tls, admin, &[other], &app, &bs));
+    assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("no certificate covers any route's host (app.test)"),
         "{err}"
@@ -476,16 +459,8 @@ async fn bad_certificates_are_refused_by_check_and_by_reload() {
     ];
     for (pair, message, what) in cases {
         let yaml = config(tls, admin, &[pair], &PLAIN, &bs);
-        let path = dir.join(format!("{what}.yaml"));
-        std::fs::write(&path, &yaml).unwrap();
-        let out = Command::new(bin("limpet"))
-            .args(["--check", "--config"])
-            .arg(&path)
-            .env("LIMPET_TEST_KEY", TEST_SECRET)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{what}: {err}");
+        let (code, _, err) = check_config(&yaml);
+        assert_eq!(code, 0, "{what}: {err}");
         assert!(
             err.contains("listeners[0].tls") && err.contains(message),
             "{what}: {err}"

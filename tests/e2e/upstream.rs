@@ -14,40 +14,51 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc/sticky.py")
 }
 
-/// A grpcio server answering with its id; killed on drop.
+/// A Python script run as a test's backend, killed on drop.
+struct Script(Child);
+
+impl Script {
+    /// Runs `tests/{path}` with `args`; returns it and the first line it prints.
+    fn start<S: AsRef<std::ffi::OsStr>>(path: &str, args: &[S]) -> (Script, String) {
+        let mut child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 (with grpcio for the gRPC tests: .ci/run installs it with pip)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (Script(child), line.trim().to_string())
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A grpcio server answering with its id.
 struct GrpcBackend {
     id: String,
     addr: SocketAddr,
-    child: Child,
+    _process: Script,
 }
 
 impl GrpcBackend {
     fn start(id: &str) -> GrpcBackend {
         let addr = free_addr();
-        let mut child = Command::new("python3")
-            .arg(script())
-            .args(["serve", id, &addr.port().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 with grpcio (.ci/run installs it with pip)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "grpc backend {id} did not start");
+        let (process, line) = Script::start("grpc/sticky.py", &["serve", id, &addr.port().to_string()]);
+        assert_eq!(line, "ready", "grpc backend {id} did not start");
         GrpcBackend {
             id: id.into(),
             addr,
-            child,
+            _process: process,
         }
-    }
-}
-
-impl Drop for GrpcBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -173,12 +184,19 @@ fn ca_and_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
         format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"),
     )
     .unwrap();
+    sign(dir, "srv.csr", "srv.ext", "srv.pem");
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// Signs the request `csr` with the CA in `dir` (ca.pem, ca.key) for 30 days, with
+/// the extensions in `ext`, into `out`.
+fn sign(dir: &Path, csr: &str, ext: &str, out: &str) {
     openssl(
         &[
             "x509",
             "-req",
             "-in",
-            "srv.csr",
+            csr,
             "-CA",
             "ca.pem",
             "-CAkey",
@@ -187,13 +205,12 @@ fn ca_and_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
             "-days",
             "30",
             "-extfile",
-            "srv.ext",
+            ext,
             "-out",
-            "srv.pem",
+            out,
         ],
         dir,
     );
-    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
 }
 
 /// Waits (bounded) until the front's backend `tls-1` is up (1) or down (0).
@@ -290,15 +307,10 @@ pools:
     assert!(r.status == 502 || r.status == 503, "{} {}", r.status, r.body);
     wait_backend_up(&lb, 0.0).await;
     // Turning verification off must be said in so many words.
-    let check = dir.join("noverify.yaml");
-    std::fs::write(&check, front(addr, admin, b_addr, "h1", "{ ca: \"x\" }")).unwrap();
-    let out = Command::new(bin("limpet"))
-        .args(["--check", "--config"])
-        .arg(&check)
-        .output()
-        .unwrap();
+    let (_, _, err) = check_config(&front(addr, admin, b_addr, "h1", "{ ca: \"x\" }"));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("pools.web.tls.sni: is required while verify is on")
+        err.contains("pools.web.tls.sni: is required while verify is on"),
+        "{err}"
     );
     assert!(
         lb.reload(&front(addr, admin, b_addr, "h1", "{ verify: false }"))
@@ -342,62 +354,25 @@ fn client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
         "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "client.ext",
-            "-out",
-            &pem,
-        ],
-        dir,
-    );
+    sign(dir, &csr, "client.ext", &pem);
     (dir.join(pem), dir.join(key))
 }
 
 /// An HTTPS backend (Python's ssl) that requires a client certificate from `client_ca`
-/// and answers with the certificate's common name; killed on drop.
+/// and answers with the certificate's common name.
 struct MtlsBackend {
     addr: SocketAddr,
-    child: Child,
+    _process: Script,
 }
 
 impl MtlsBackend {
     fn start(cert: &Path, key: &Path, client_ca: &Path) -> MtlsBackend {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tls/mtls_backend.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args([cert, key, client_ca])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().expect("the mTLS backend's port");
+        let (process, line) = Script::start("tls/mtls_backend.py", &[cert, key, client_ca]);
+        let port: u16 = line.parse().expect("the mTLS backend's port");
         MtlsBackend {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
+            _process: process,
         }
-    }
-}
-
-impl Drop for MtlsBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -85,6 +85,24 @@ pub fn scratch() -> PathBuf {
     scratch_dir()
 }
 
+/// `limpet --check` on `yaml` (written to a scratch file), with the test cookie key in
+/// the environment: exit code, standard output, standard error.
+pub fn check_config(yaml: &str) -> (i32, String, String) {
+    let path = scratch_dir().join("checked.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(bin("limpet"))
+        .args(["--check", "--config"])
+        .arg(&path)
+        .env("LIMPET_TEST_KEY", TEST_SECRET)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running limpet process. Killed on drop.
 pub struct Limpet {
     pub child: Child,
