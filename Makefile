@@ -34,6 +34,7 @@ lint:
 bench: build
 	scripts/bench.sh | tee target/bench-anchors.txt
 	SECS=$${SECS:-5} scripts/bench-tls.sh
+	SECS=$${SECS:-5} scripts/bench-threads.sh
 	SECS=$${SECS:-5} target/release/reload-bench
 	SECS=$${SECS:-5} target/release/store-bench
 	N=$${N:-3000} scripts/bench-idle.sh
