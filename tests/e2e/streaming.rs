@@ -59,6 +59,13 @@ async fn websocket_upgrades_are_pinned_like_any_request() {
         assert_eq!(resp.status(), 101);
         assert_eq!(resp.headers()["x-backend-id"], pinned.backend.as_str());
         assert!(resp.headers().get("set-cookie").is_none());
+        // The backend got a request id, as for any request (one limpet made: the
+        // client is not a trusted proxy).
+        let seen = resp
+            .headers()
+            .get("x-seen-request-id")
+            .map(|v| v.to_str().unwrap().len());
+        assert_eq!(seen, Some(32), "{:?}", resp.headers());
         ws.send(Message::text("hello")).await.unwrap();
         let echo = match ws.next().await {
             Some(Ok(m)) => m,

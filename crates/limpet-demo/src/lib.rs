@@ -11,7 +11,8 @@
 //! - `GET /logout` → deletes `APPSESSION` (`Max-Age=0`)
 //! - any request with `x-set-cookie` headers → each becomes a `Set-Cookie` of the
 //!   response, so tests can make the application set any cookie they need
-//! - WebSocket upgrade on any path → echoes each message prefixed with `<id>:`
+//! - WebSocket upgrade on any path → echoes each message prefixed with `<id>:`; the
+//!   `101` carries the request's `x-request-id` back as `x-seen-request-id`
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -224,6 +225,7 @@ fn websocket(req: Request<Incoming>, id: String) -> Response<Body> {
         return r;
     };
     let reply_id = id.clone();
+    let request_id = req.headers().get("x-request-id").cloned();
     tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
@@ -252,6 +254,9 @@ fn websocket(req: Request<Incoming>, id: String) -> Response<Body> {
     }
     if let Ok(v) = id.parse() {
         h.insert("x-backend-id", v);
+    }
+    if let Some(v) = request_id {
+        h.insert("x-seen-request-id", v);
     }
     r
 }

@@ -213,7 +213,15 @@ impl ProxyHttp for Limpet {
             // Upgrades (WebSocket) get their own fresh upstream connection and tunnel.
             // Boxed, so that the tunnel's large state does not widen every request's
             // `request_filter` future (Pingora moves it into a box per request).
-            let tunnel = upgrade::tunnel(shared, &self.connector, session, &mut ctx.attempt, ctx.via, &snap);
+            let tunnel = upgrade::tunnel(
+                shared,
+                &self.connector,
+                session,
+                &mut ctx.attempt,
+                ctx.via,
+                &snap,
+                ctx.request_id.as_ref(),
+            );
             return Box::pin(tunnel).await;
         }
         Ok(false)

@@ -34,6 +34,7 @@ pub(crate) async fn tunnel(
     attempt: &mut Attempt,
     via: Via,
     snap: &Snapshot,
+    request_id: Option<&http::HeaderValue>,
 ) -> Result<bool> {
     let pool_index = attempt.pool;
     let Some(pool) = attempt.pool(snap) else {
@@ -91,6 +92,9 @@ pub(crate) async fn tunnel(
     let mut req = session.req_header().clone();
     req.set_version(Version::HTTP_11);
     forwarding_headers(session, via, &mut req)?;
+    if let Some(id) = request_id {
+        req.insert_header("x-request-id", id.clone())?;
+    }
     // The request head, then any body the upgrade request carries: it precedes the
     // switch (RFC 9110 §7.8). Each step only if the one before reached the backend.
     let mut sent = upstream.write_request_header(Box::new(req)).await.is_ok();
