@@ -104,3 +104,19 @@ async fn out_of_file_descriptors_is_a_503_never_blamed_on_the_backend() {
     assert_eq!(r.status, 200);
     assert_eq!(r.backend, "fd-1");
 }
+
+/// limpet turns transparent huge pages off for itself: with them on, the kernel refilled
+/// the memory limpet returned after a flood of connections, 2 MiB at a time, and RSS
+/// tripled in the following minute (docs/performance.md). Where the kernel reports the
+/// flag (`THP_enabled` in /proc/PID/status), it must be 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_huge_pages_are_off_for_limpet() {
+    let bs = backends("thp", 1).await;
+    let lb = PoolSpec::new(&bs).cookie().start().await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lb.pid())).unwrap();
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!("this kernel does not report THP_enabled; nothing to check");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
