@@ -23,7 +23,8 @@ if ! out=$(cargo afl config --build 2>&1); then
 fi
 
 export CARGO_TARGET_DIR="$PWD/target/fuzz/build"
-(cd fuzz && cargo afl build --release --locked)
+# Not --locked: the targets build limpet's own crates, whose dependencies move.
+(cd fuzz && cargo afl build --release)
 
 # Run unattended: no UI, no CPU-governor or core-pattern demands on a shared machine.
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
