@@ -115,8 +115,7 @@ fn sighup_ignored(pid: i32) -> bool {
 async fn sighup_right_after_start_does_not_kill() {
     let bs = backends("h", 1).await;
     let (addr, admin) = (free_addr(), free_addr());
-    let dir = std::env::temp_dir().join(format!("limpet-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch();
     let path = dir.join("c.yaml");
     std::fs::write(
         &path,
@@ -250,8 +249,7 @@ async fn sigusr1_and_sigusr2_are_logged_and_harmless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pid_file_names_this_instance_while_it_runs() {
     let bs = backends("pf", 1).await;
-    let dir = std::env::temp_dir().join(format!("limpet-pidfile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch();
     let pid_file = dir.join("limpet.pid");
     let mut lb = PoolSpec::new(&bs)
         .cookie()
@@ -299,8 +297,7 @@ fn check_reports_a_redis_url_it_cannot_read_without_printing_it() {
 /// `RELOADING=1` (with `MONOTONIC_USEC`) then `READY=1` around each reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_manager_hears_ready_and_reloading() {
-    let dir = std::env::temp_dir().join(format!("limpet-notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch();
     let path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&path);
     let sock = tokio::net::UnixDatagram::bind(&path).unwrap();

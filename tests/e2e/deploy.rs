@@ -183,8 +183,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         .pool_key("health_check: { interval: 1s }")
         .start()
         .await;
-    let dir = std::env::temp_dir().join(format!("limpet-prom-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = limpet_e2e::scratch();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(

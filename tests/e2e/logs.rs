@@ -42,8 +42,7 @@ async fn request_id_seen(c: &reqwest::Client, url: &str, id: Option<&str>) -> St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_goes_to_a_file_in_json_and_reopens_on_sigusr1() {
-    let dir = std::env::temp_dir().join(format!("limpet-access-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch();
     let file = dir.join("access.log");
     let bs = backends("lg", 1).await;
     let lb = PoolSpec::new(&bs)
@@ -88,8 +87,7 @@ async fn the_access_log_goes_to_a_file_in_json_and_reopens_on_sigusr1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxys_request_id_is_kept_and_text_lines_carry_the_query() {
-    let dir = std::env::temp_dir().join(format!("limpet-access-text-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch();
     let file = dir.join("access.log");
     let bs = backends("lt", 1).await;
     let lb = PoolSpec::new(&bs)
