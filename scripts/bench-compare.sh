@@ -10,14 +10,8 @@ cd "$(dirname "$0")/.."
 old=$1 new=$2
 harness=${BENCH_HARNESS:-../shared/bench}
 rounds=${ROUNDS:-3} secs=${SECS:-5}
-for cmd in haproxy nginx wrk bc curl; do
-  command -v $cmd >/dev/null || { echo "missing $cmd (see scripts/bench.sh)" >&2; exit 1; }
-done
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
 . scripts/bench-config.sh
+bench_start "see scripts/bench.sh" haproxy nginx wrk bc curl
 nginx -c "$(cd "$harness" && pwd)/backends.nginx.conf" & pids+=($!)
 haproxy -f "$harness/haproxy.cfg" -db & pids+=($!); hap=$!
 bench_config 127.0.0.1:18094 127.0.0.1:19094 > "$dir/old.yaml"

@@ -1,4 +1,5 @@
-# Sourced by the bench scripts: the configuration every benchmark runs limpet with.
+# Sourced by the bench scripts: their common set-up (bench_start, below) and the
+# configuration every benchmark runs limpet with.
 # bench_config ADDRESS ADMIN_ADDRESS [TLS]: one worker thread, pool "be" with a signed
 # 15-minute cookie over the shared harness's four nginx backends (127.0.0.1:18081-18084);
 # TLS, when given, is the listener's `tls:` value.
@@ -21,4 +22,18 @@ pools:
       - { id: s3, address: 127.0.0.1:18083 }
       - { id: s4, address: 127.0.0.1:18084 }
 YAML
+}
+
+# bench_start HINT CMD...: every bench script's set-up. Each CMD must be installed (else
+# "missing CMD (HINT)" and exit 1); $dir is a fresh scratch directory and $pids the
+# processes the script starts: on exit they are killed and the directory removed.
+bench_start() {
+  local hint=$1 cmd
+  shift
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null || { echo "missing $cmd ($hint)" >&2; exit 1; }
+  done
+  dir=$(mktemp -d)
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"' EXIT
 }

@@ -9,16 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=${BENCH_HARNESS:-../shared/bench}
 n=${N:-3000}
-for cmd in nginx curl python3; do
-  command -v $cmd >/dev/null || { echo "missing $cmd (see scripts/bench.sh)" >&2; exit 1; }
-done
+. scripts/bench-config.sh
+bench_start "see scripts/bench.sh" nginx curl python3
 [ "$(ulimit -n)" -gt $((2 * n + 100)) ] || ulimit -n $((2 * n + 200)) 2>/dev/null ||
   { echo "the file limit ($(ulimit -n)) is too low for N=$n" >&2; exit 1; }
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
-. scripts/bench-config.sh
 nginx -c "$(cd "$harness" && pwd)/backends.nginx.conf" & pids+=($!)
 bench_config 127.0.0.1:18095 127.0.0.1:19095 > "$dir/bench.yaml"
 for mode in keepalive idle; do

@@ -14,15 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=$(cd "${BENCH_HARNESS:-../shared/bench}" && pwd)
-for cmd in valgrind callgrind_control nginx wrk curl; do
-  command -v $cmd >/dev/null || { echo "missing $cmd (apt-get install valgrind nginx-light wrk curl)" >&2; exit 1; }
-done
 [ $# -ge 1 ] || { echo "usage: $0 BINARY [BINARY ...]" >&2; exit 2; }
 . scripts/bench-config.sh
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
+bench_start "apt-get install valgrind nginx-light wrk curl" valgrind callgrind_control nginx wrk curl
 nginx -c "$harness/backends.nginx.conf" & pids+=($!)
 port=18300
 for bin in "$@"; do

@@ -9,11 +9,8 @@ harness=$(cd "${BENCH_HARNESS:-../shared/bench}" && pwd)
 secs=${SECS:-8}
 threads=${THREADS:-2}
 limpet=${LIMPET_BIN:-target/release/limpet}
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
 . scripts/bench-config.sh
+bench_start "see scripts/bench.sh" haproxy nginx wrk bc curl
 bench_config 127.0.0.1:18095 127.0.0.1:19095 | sed "s/threads: 1/threads: $threads/" > "$dir/limpet.yaml"
 sed "s/nbthread 1/nbthread $threads/; s/127.0.0.1:18090/127.0.0.1:18096/" "$harness/haproxy.cfg" > "$dir/haproxy.cfg"
 grep -q "threads: $threads" "$dir/limpet.yaml" && grep -q "nbthread $threads" "$dir/haproxy.cfg"

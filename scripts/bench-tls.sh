@@ -13,14 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=${BENCH_HARNESS:-../shared/bench}
 secs=${SECS:-5}
-for cmd in haproxy nginx wrk h2load openssl bc; do
-  command -v $cmd >/dev/null || { echo "missing $cmd (apt-get install haproxy nginx-light wrk nghttp2-client openssl bc)" >&2; exit 1; }
-done
+. scripts/bench-config.sh
+bench_start "apt-get install haproxy nginx-light wrk nghttp2-client openssl bc" haproxy nginx wrk h2load openssl bc
 limpet=${LIMPET_BIN:-target/release/limpet}
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"; }
-trap cleanup EXIT
 
 openssl req -x509 -nodes -days 2 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
   -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=bench.test \
@@ -50,7 +45,6 @@ backend be
     server s3 127.0.0.1:18083 cookie s3
     server s4 127.0.0.1:18084 cookie s4
 CFG
-. scripts/bench-config.sh
 bench_config 127.0.0.1:18493 127.0.0.1:19493 "{ cert: $dir/cert.pem, key: $dir/key.pem }" > "$dir/limpet.yaml"
 
 nginx -c "$(cd "$harness" && pwd)/backends.nginx.conf" & pids+=($!)
