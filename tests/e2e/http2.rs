@@ -70,20 +70,6 @@ async fn read_frame(s: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
     Some((head[3], head[4], stream, payload))
 }
 
-/// How long until the server closes `s`, reading (and dropping) whatever it sends;
-/// fails past 15 s.
-async fn closes_after(s: &mut TcpStream) -> Duration {
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
-            Ok(Ok(_)) => {}
-            Err(_) => panic!("still open after 15 s"),
-        }
-    }
-}
-
 /// How long until the server closes a TLS connection (ALPN h2) on which the client
 /// sends `bytes` and then nothing (openssl s_client, its input held open).
 fn tls_h2_closes_after(addr: SocketAddr, bytes: &[u8]) -> Duration {
@@ -167,7 +153,7 @@ async fn http2_connections_close_when_idle_and_carry_the_header_limit() {
 
     // TLS listener: a client that never starts its handshake.
     let mut s = TcpStream::connect(tls).await.unwrap();
-    within(closes_after(&mut s).await, "TLS, no handshake");
+    within(until_closed(&mut s).await.1, "TLS, no handshake");
 
     // TLS, ALPN h2: silent after the handshake; the preface and SETTINGS, then silent.
     let t = tokio::task::spawn_blocking(move || tls_h2_closes_after(tls, b""))
@@ -184,10 +170,10 @@ async fn http2_connections_close_when_idle_and_carry_the_header_limit() {
 
     // h2c: nothing at all; the preface and SETTINGS, then silent.
     let mut s = TcpStream::connect(h2c).await.unwrap();
-    within(closes_after(&mut s).await, "h2c, nothing sent");
+    within(until_closed(&mut s).await.1, "h2c, nothing sent");
     let mut s = TcpStream::connect(h2c).await.unwrap();
     s.write_all(&opening).await.unwrap();
-    within(closes_after(&mut s).await, "h2c, preface then nothing");
+    within(until_closed(&mut s).await.1, "h2c, preface then nothing");
 
     // h2c listener, HTTP/1: a request shorter than the h2c preface is answered at once
     // (not held while limpet waits for 24 bytes to tell HTTP/2 from HTTP/1).
@@ -251,9 +237,9 @@ async fn http2_connections_close_when_idle_and_carry_the_header_limit() {
     }
     assert_eq!(status[&1], "200", "{status:?}");
     assert_eq!(status[&3], "431", "{status:?}");
-    within(closes_after(&mut s).await, "h2c, idle after requests");
+    within(until_closed(&mut s).await.1, "h2c, idle after requests");
     assert_eq!(
-        get_status(&lb, h2c).await,
+        curl(&["--http2-prior-knowledge"], &format!("http://{h2c}/")).status,
         200,
         "the listener still serves\n{}",
         lb.log_text()
@@ -308,24 +294,4 @@ fn status_of(block: &[u8]) -> String {
         break;
     }
     out
-}
-
-/// One HTTP/2 request with prior knowledge (curl): its status.
-async fn get_status(_lb: &Limpet, h2c: SocketAddr) -> u16 {
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--http2-prior-knowledge",
-            "--max-time",
-            "10",
-        ])
-        .arg(format!("http://{h2c}/"))
-        .output()
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
 }

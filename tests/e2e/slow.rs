@@ -18,20 +18,6 @@ async fn start(bs: &[Backend]) -> Limpet {
         .await
 }
 
-/// Everything the server sends until it closes (bounded at 15 s).
-async fn until_closed(s: &mut TcpStream) -> (String, Duration) {
-    let started = Instant::now();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while started.elapsed() < Duration::from_secs(15) {
-        match tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    (String::from_utf8_lossy(&out).to_string(), started.elapsed())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_sent_byte_by_byte_gets_408() {
     let bs = backends("sl", 1).await;

@@ -75,50 +75,6 @@ pools:
     )
 }
 
-/// What curl saw: HTTP version, status, headers (lower-case names) and body.
-struct Seen {
-    version: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Runs curl with `args` against `url` and parses its answer.
-fn curl(args: &[&str], url: &str) -> Seen {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "20"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("curl (Debian package curl; .ci/run installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
-    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next().unwrap_or_default().to_string();
-    let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Seen {
-        version,
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
 /// curl arguments that reach `addr` as `https://{name}` trusting `ca`.
 fn via(name: &str, addr: SocketAddr, ca: &Path) -> (Vec<String>, String) {
     (
