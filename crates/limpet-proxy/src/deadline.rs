@@ -137,7 +137,10 @@ fn saw(guard: &Guard, scan: &mut Scan, bytes: &[u8]) -> usize {
         *scan = Scan::default();
     }
     for &b in bytes {
-        scan.not_preface |= H2_PREFACE.get(scan.head_bytes) != Some(&b);
+        // Settled within the first bytes of an HTTP/1 head; no compare after that.
+        if !scan.not_preface {
+            scan.not_preface = H2_PREFACE.get(scan.head_bytes) != Some(&b);
+        }
         scan.head_bytes += 1;
         scan.matched = match (scan.matched, b) {
             (0 | 2, b'\r') => scan.matched + 1,
