@@ -18,15 +18,11 @@ async fn start(bs: &[Backend]) -> Limpet {
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_head_sent_byte_by_byte_gets_408() {
-    let bs = backends("sl", 1).await;
-    let lb = start(&bs).await;
-    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+/// Sends `head` one byte every 150 ms on `s` and reads until the connection closes:
+/// every read succeeds, the head never completes in time. Returns what came back and
+/// how long it took.
+async fn trickle(s: &mut TcpStream, head: &[u8]) -> (String, Duration) {
     let started = Instant::now();
-    // One byte every 150 ms: every read succeeds, the head never completes in time.
-    let head =
-        b"GET / HTTP/1.1\r\nHost: app\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let (mut r, mut w) = s.split();
     let trickle = async {
         for b in head.iter() {
@@ -48,7 +44,18 @@ async fn a_request_head_sent_byte_by_byte_gets_408() {
         String::from_utf8_lossy(&out).to_string()
     };
     let (_, text) = tokio::join!(trickle, answer);
-    let took = started.elapsed();
+    (text, started.elapsed())
+}
+
+const SLOW_HEAD: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: app\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_sent_byte_by_byte_gets_408() {
+    let bs = backends("sl", 1).await;
+    let lb = start(&bs).await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let (text, took) = trickle(&mut s, SLOW_HEAD).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}\n{}", lb.log_text());
     assert!(
         text.contains("cache-control: no-store") && text.contains("limpet: "),
@@ -60,6 +67,31 @@ async fn a_request_head_sent_byte_by_byte_gets_408() {
             .await,
         1.0
     );
+}
+
+/// The head deadline holds for every request of a kept-alive connection, not only for
+/// its first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_head_on_a_kept_alive_connection_has_the_same_deadline() {
+    let bs = backends("sk", 1).await;
+    let lb = start(&bs).await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The demo backend's answer ends with its body's last line.
+    while !String::from_utf8_lossy(&first).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after the first request");
+        first.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200"));
+    let (text, took) = trickle(&mut s, SLOW_HEAD).await;
+    assert!(text.contains("HTTP/1.1 408"), "{text:?}\n{}", lb.log_text());
+    assert!(took < Duration::from_secs(6), "closed after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

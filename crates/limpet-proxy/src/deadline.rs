@@ -6,9 +6,10 @@
 //! [`Guarded`] wraps every client stream. While the connection waits for a request it
 //! must start one within `client_idle_timeout` (else it is closed silently); once a
 //! request's first byte arrived, its whole head (up to the blank line) must arrive within
-//! `request_header_timeout`, else limpet answers 408 and closes. The head deadline re-arms
-//! for every request of a kept-alive connection ([`Guard::await_request`]); between
-//! requests Pingora's keep-alive timeout applies.
+//! `request_header_timeout`, else limpet answers 408 and closes. Both deadlines re-arm for
+//! every request of a kept-alive connection ([`Guarded::next_request`]), which waits for
+//! the request's first bytes before Pingora sets up anything for it. A pipelined request
+//! already read with the one before it is under Pingora's keep-alive timeout instead.
 //!
 //! HTTP/2 connections (ALPN h2, or h2c) pass the same two deadlines up to the end of
 //! the client's preface (`PRI * HTTP/2.0\r\n\r\n`, whose blank line ends the "head"),
@@ -19,9 +20,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,31 +41,20 @@ use crate::shared::Shared;
 const IDLE: u8 = 0;
 /// From a request's first byte to its blank line: `request_header_timeout`.
 const HEAD: u8 = 1;
-/// The rest of the exchange: no deadline of ours.
+/// The rest of the exchange, and a pipelined request read with the one before it: no
+/// deadline of ours.
 const BODY: u8 = 2;
-/// Between kept-alive requests: Pingora's keep-alive timeout (`client_idle_timeout`)
-/// applies, not ours, since a pipelined request may already be buffered and served
-/// without a read.
-const WAIT: u8 = 3;
-
-/// Shared between the wrapped stream and the loop that serves the connection's
-/// requests, which re-arms it between requests.
-#[derive(Debug, Default)]
-pub struct Guard {
-    phase: AtomicU8,
-}
-
-impl Guard {
-    /// The connection now waits for its next request.
-    pub fn await_request(&self) {
-        self.phase.store(WAIT, Ordering::Relaxed);
-    }
-}
+/// `armed` when the timer is set for no phase: the next wait sets it afresh.
+const UNARMED: u8 = u8::MAX;
+/// The most [`Guarded::next_request`] reads at once: what Pingora's own first read of a
+/// request head takes.
+const FIRST_READ: usize = 4096;
 
 /// A client stream under the idle and request-head deadlines.
 pub struct Guarded {
     inner: Stream,
-    guard: Arc<Guard>,
+    /// IDLE, HEAD or BODY.
+    phase: u8,
     idle: Duration,
     head: Duration,
     timer: Pin<Box<Sleep>>,
@@ -91,7 +80,6 @@ impl Guarded {
     /// `head` and be at most `max_head` bytes.
     pub fn new(
         inner: Stream,
-        guard: Arc<Guard>,
         (idle, head): (Duration, Duration),
         max_head: usize,
         (shared, hsts): (Arc<Shared>, Option<String>),
@@ -104,7 +92,7 @@ impl Guarded {
             replay: Vec::new(),
             replay_at: 0,
             inner,
-            guard,
+            phase: IDLE,
             idle,
             head,
             timer: Box::pin(tokio::time::sleep(idle)),
@@ -112,6 +100,44 @@ impl Guarded {
             scan: Scan::default(),
             max_head,
         }
+    }
+
+    /// Whether the client chose HTTP/2 in the TLS handshake (ALPN).
+    pub fn is_h2(&self) -> bool {
+        self.h2
+    }
+
+    /// Whether the connection starts with the HTTP/2 preface (h2c with prior
+    /// knowledge), read under the deadlines and kept for the reads that follow.
+    pub async fn starts_with_preface(&mut self) -> std::io::Result<bool> {
+        let mut start = [0u8; H2_PREFACE.len()];
+        self.try_peek(&mut start).await?;
+        Ok(start == H2_PREFACE)
+    }
+
+    /// Waits for the first bytes of the connection's next request, under the idle
+    /// deadline and then the head deadline, afresh for every request; they are kept for
+    /// the reads that follow. A waiting connection thus holds no request buffer and none
+    /// of Pingora's request state. `Ok(false)`: the client closed; `Err`: a deadline
+    /// passed (after a 408 once the head had started) or the connection broke.
+    pub async fn next_request(&mut self) -> std::io::Result<bool> {
+        if self.replay_at < self.replay.len() {
+            return Ok(true);
+        }
+        self.phase = IDLE;
+        self.armed = UNARMED;
+        std::future::poll_fn(|cx| {
+            // On the stack for this poll only: nothing is held while the client is
+            // silent. Left uninitialised: zeroing 4 KiB twice a request costs more than
+            // the read.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut rb = ReadBuf::uninit(&mut chunk);
+            ready!(self.poll_guarded(cx, &mut rb))?;
+            self.replay = rb.filled().to_vec();
+            self.replay_at = 0;
+            Poll::Ready(Ok(!self.replay.is_empty()))
+        })
+        .await
     }
 }
 
@@ -127,13 +153,12 @@ struct Scan {
 
 /// Follows the bytes just read: the first byte starts the head, the blank line ends
 /// it. Returns the size of the head so far.
-fn saw(guard: &Guard, scan: &mut Scan, bytes: &[u8]) -> usize {
-    let mut phase = guard.phase.load(Ordering::Relaxed);
-    if bytes.is_empty() || phase == BODY {
+fn saw(phase: &mut u8, scan: &mut Scan, bytes: &[u8]) -> usize {
+    if bytes.is_empty() || *phase == BODY {
         return 0;
     }
-    if phase == IDLE || phase == WAIT {
-        phase = HEAD;
+    if *phase == IDLE {
+        *phase = HEAD;
         *scan = Scan::default();
     }
     for &b in bytes {
@@ -154,11 +179,10 @@ fn saw(guard: &Guard, scan: &mut Scan, bytes: &[u8]) -> usize {
                 scan.matched = 0;
                 continue;
             }
-            phase = BODY;
+            *phase = BODY;
             break;
         }
     }
-    guard.phase.store(phase, Ordering::Relaxed);
     scan.head_bytes
 }
 
@@ -211,7 +235,7 @@ impl Guarded {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let size = saw(&this.guard, &mut this.scan, &buf.filled()[before..]);
+                let size = saw(&mut this.phase, &mut this.scan, &buf.filled()[before..]);
                 if size > this.max_head && !this.h2 {
                     // Refused while reading: nothing more of this head is buffered.
                     this.answer(cx, Refusal::HeaderTooLarge);
@@ -225,8 +249,8 @@ impl Guarded {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        let phase = this.guard.phase.load(Ordering::Relaxed);
-        if phase == BODY || phase == WAIT {
+        let phase = this.phase;
+        if phase == BODY {
             return Poll::Pending;
         }
         if phase != this.armed {
@@ -378,12 +402,12 @@ mod tests {
     use super::*;
 
     fn feed(chunks: &[&[u8]]) -> u8 {
-        let guard = Guard::default();
+        let mut phase = IDLE;
         let mut scan = Scan::default();
         for c in chunks {
-            saw(&guard, &mut scan, c);
+            saw(&mut phase, &mut scan, c);
         }
-        guard.phase.load(Ordering::Relaxed)
+        phase
     }
 
     #[test]
@@ -403,17 +427,18 @@ mod tests {
             BODY,
             "18 bytes, not a preface"
         );
-        let guard = Guard::default();
+        let mut phase = IDLE;
         let mut scan = Scan::default();
-        assert_eq!(saw(&guard, &mut scan, b"GET / HTTP/1.1\r\n\r\n"), 18);
-        guard.await_request();
-        assert_eq!(guard.phase.load(Ordering::Relaxed), WAIT);
-        assert_eq!(saw(&guard, &mut scan, b"GE"), 2, "a new head counts from zero");
+        assert_eq!(saw(&mut phase, &mut scan, b"GET / HTTP/1.1\r\n\r\n"), 18);
+        assert_eq!(phase, BODY);
+        assert_eq!(saw(&mut phase, &mut scan, b"GET"), 0, "a body is not a head");
+        phase = IDLE;
         assert_eq!(
-            guard.phase.load(Ordering::Relaxed),
-            HEAD,
-            "re-armed for the next request"
+            saw(&mut phase, &mut scan, b"GE"),
+            2,
+            "a new head counts from zero"
         );
-        assert_eq!(saw(&guard, &mut scan, b"T"), 3);
+        assert_eq!(phase, HEAD, "re-armed for the next request");
+        assert_eq!(saw(&mut phase, &mut scan, b"T"), 3);
     }
 }

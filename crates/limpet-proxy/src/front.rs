@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 
-use crate::deadline::{Guard, Guarded};
+use crate::deadline::Guarded;
 use crate::proxy_protocol::accept;
 use crate::shared::{OpenConnection, Shared};
 
@@ -17,6 +18,11 @@ use crate::shared::{OpenConnection, Shared};
 /// when the listener expects one (plain listeners; TLS listeners read it before the
 /// handshake in [`BeforeTls`]), then serves the connection's requests itself, under the
 /// idle and request-head deadlines of [`crate::deadline`].
+///
+/// For HTTP/1 it runs the keep-alive loop that Pingora's own `ServerApp` would run,
+/// with one difference: each request's session is made only once the request's first
+/// bytes arrived ([`Guarded::next_request`]). A connection waiting for a request holds
+/// its stream and this loop, not Pingora's session, header buffer and request futures.
 pub struct Front<A> {
     pub shared: Arc<Shared>,
     pub listener: usize,
@@ -26,42 +32,86 @@ pub struct Front<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // Above max_connections the connection closes at once; established ones stay.
-        // One snapshot for the connection's set-up (an Arc: the PROXY read awaits).
-        let snap = self.shared.current.load_full();
-        let _open = OpenConnection::admit(&self.shared, &snap, self.listener)?;
-        if self.proxy_protocol {
-            accept(&self.shared, &snap, self.listener, stream.as_mut())
-                .await
-                .ok()?;
+        let _open = {
+            // One snapshot for the connection's set-up (an Arc: the PROXY read awaits).
+            let snap = self.shared.current.load_full();
+            let open = OpenConnection::admit(&self.shared, &snap, self.listener)?;
+            if self.proxy_protocol {
+                accept(&self.shared, &snap, self.listener, stream.as_mut())
+                    .await
+                    .ok()?;
+            }
+            let server = &snap.config.server;
+            let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());
+            stream = Box::new(Guarded::new(
+                stream,
+                (server.client_idle_timeout, server.request_header_timeout),
+                server.max_request_header_bytes,
+                (self.shared.clone(), hsts),
+            ));
+            open
+        };
+        let options = self.inner.server_options();
+        let (h2c, custom) = options.map_or((false, false), |o| (o.h2c, o.force_custom));
+        let mut guarded = downcast(stream)?;
+        if guarded.is_h2() || custom {
+            return ServerApp::process_new(&self.inner, guarded, shutdown).await;
         }
-        let guard = Arc::new(Guard::default());
-        let server = &snap.config.server;
-        let limits = (server.client_idle_timeout, server.request_header_timeout);
-        let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());
-        stream = Box::new(Guarded::new(
-            stream,
-            guard.clone(),
-            limits,
-            server.max_request_header_bytes,
-            (self.shared.clone(), hsts),
-        ));
-        // Keep-alive reuse stays inside this connection: the PROXY header came once,
-        // and the deadlines re-arm for every request.
-        let mut next = self.inner.process_new(stream, shutdown).await;
-        while let Some(stream) = next {
-            if *shutdown.borrow() {
+        if !until_request(&mut guarded, shutdown).await {
+            return None;
+        }
+        if h2c {
+            // Pingora's HTTP/2 path takes an h2c connection (its peek is answered from
+            // the bytes just read).
+            if guarded.starts_with_preface().await.ok()? {
+                return ServerApp::process_new(&self.inner, guarded, shutdown).await;
+            }
+        }
+        let mut session = ServerSession::new_http1(guarded);
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        session.set_keepalive_reuses_remaining(options.and_then(|o| o.keepalive_request_limit));
+        loop {
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            let (stream, settings) = reused.consume();
+            let mut guarded = downcast(stream)?;
+            if !settings
+                .as_ref()
+                .is_some_and(HttpPersistentSettings::has_pipelined_prefix)
+                && !until_request(&mut guarded, shutdown).await
+            {
                 return None;
             }
-            guard.await_request();
-            next = self.inner.process_new(stream, shutdown).await;
+            session = ServerSession::new_http1(guarded);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
         }
-        None
     }
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+}
+
+/// The stream `Front` wrapped, back from Pingora.
+fn downcast(stream: Stream) -> Option<Box<Guarded>> {
+    stream.into_any().downcast::<Guarded>().ok()
+}
+
+/// Waits for the next request's first bytes; false when the client closed, a deadline
+/// passed, or the server is shutting down (idle connections close at once, as
+/// Pingora's own keep-alive wait does).
+async fn until_request(guarded: &mut Guarded, shutdown: &ShutdownWatch) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut down = shutdown.clone();
+    tokio::select! {
+        biased;
+        first = guarded.next_request() => matches!(first, Ok(true)),
+        _ = down.changed() => false,
     }
 }

@@ -148,6 +148,15 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    /// limpet patch (vendor/README.md): whether bytes of the next request were already
+    /// read with the previous one, so that a caller driving the keep-alive loop itself
+    /// knows not to wait for the connection to become readable first.
+    pub fn has_pipelined_prefix(&self) -> bool {
+        self.pipelined_prefix
+            .as_ref()
+            .is_some_and(|prefix| !prefix.is_empty())
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
