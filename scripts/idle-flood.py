@@ -3,9 +3,12 @@
 idle (no request yet) or kept alive after one request, and prints the process's RSS per
 connection, then its RSS after the connections closed, against its RSS before.
 
-    scripts/idle-flood.py PORT PID N {idle|keepalive} [SECONDS_AFTER ...]
+    scripts/idle-flood.py PORT PID N {idle|keepalive|tls-idle|tls-keepalive} [SECONDS_AFTER ...]
+
+The tls- modes complete a TLS handshake first (any certificate accepted).
 """
 import socket
+import ssl
 import sys
 import time
 
@@ -23,12 +26,17 @@ def main():
     after = [int(a) for a in sys.argv[5:]] or [5, 60]
     before = rss_kib(pid)
     socks = []
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
-        if mode == "keepalive":
+        if mode.startswith("tls-"):
+            s = tls.wrap_socket(s, server_hostname="bench.test")
+        if mode.endswith("keepalive"):
             s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
         socks.append(s)
-    if mode == "keepalive":
+    if mode.endswith("keepalive"):
         for s in socks:
             seen = b""
             while b"\r\n\r\n" not in seen:
@@ -40,7 +48,7 @@ def main():
     time.sleep(2)
     full = rss_kib(pid)
     per = (full - before) * 1024 / n
-    print(f"{mode:9} connections={n} rss_before={before}KiB rss_open={full}KiB per_connection={per / 1024:.1f}KiB")
+    print(f"{mode:13} connections={n} rss_before={before}KiB rss_open={full}KiB per_connection={per / 1024:.1f}KiB")
     for s in socks:
         s.close()
     waited = 0
@@ -48,7 +56,7 @@ def main():
         time.sleep(t - waited)
         waited = t
         now = rss_kib(pid)
-        print(f"{mode:9}   {t}s after closing: rss={now}KiB ({now / before:.2f}x before)")
+        print(f"{mode:13}   {t}s after closing: rss={now}KiB ({now / before:.2f}x before)")
 
 
 main()
