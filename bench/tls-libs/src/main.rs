@@ -1,6 +1,9 @@
 //! `tls-proxy ADDRESS CERT KEY BACKEND...`: a TLS listener (ALPN h2 and http/1.1) on one
 //! worker thread, round robin over plain HTTP/1.1 backends, nothing else. Built with
 //! `--features openssl` or `--features rustls`; which one it is, it says on stderr.
+//! With `-` for CERT and KEY the listener is plain HTTP: Pingora's own proxy path with no
+//! logic, the floor limpet's CPU per request is compared with
+//! (`FLOOR=1 scripts/bench-compare.sh`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -61,9 +64,13 @@ fn main() {
             next: AtomicUsize::new(0),
         },
     );
-    let mut tls = TlsSettings::intermediate(&args[1], &args[2]).expect("certificate and key");
-    tls.enable_h2();
-    proxy.add_tls_with_settings(&args[0], None, tls);
+    if args[1] == "-" {
+        proxy.add_tcp(&args[0]);
+    } else {
+        let mut tls = TlsSettings::intermediate(&args[1], &args[2]).expect("certificate and key");
+        tls.enable_h2();
+        proxy.add_tls_with_settings(&args[0], None, tls);
+    }
     server.add_service(proxy);
     server.run_forever();
 }

@@ -99,26 +99,42 @@ fn main() -> ExitCode {
     }
 }
 
-/// mimalloc's `purge_delay` (option 15 of mimalloc.h, `mi_option_purge_delay`; the
-/// Rust bindings do not name it). By default freed pages go back to the OS a second
-/// later, and only when the thread that freed them allocates again: after a flood of
-/// connections, an idle limpet kept every page (14x its resting RSS, measured). At 0
-/// they go back when freed; under steady load that is a few dozen `madvise` calls per
-/// 5 000 requests (docs/performance.md).
+/// Memory freed goes back to the OS within about a second, and never on the request
+/// path.
 ///
-/// And no transparent huge pages (`mi_option_allow_thp`, option 43, and the process's
-/// THP flag): mimalloc marks its arenas `MADV_HUGEPAGE`, so after a flood the kernel's
-/// khugepaged refilled the pages limpet had just returned, 2 MiB at a time. RSS climbed
-/// from 1.3x to 3.3x its resting level in the minute after the connections closed, all
-/// of it `AnonHugePages` (measured with /proc/PID/smaps_rollup).
+/// mimalloc keeps freed pages for `purge_delay` (1 s by default) and returns them only
+/// when the thread that freed them allocates again: after a flood of connections, an
+/// idle limpet kept every page (14x its resting RSS, measured). Setting `purge_delay` to
+/// 0 returned them, but at the cost of 3.4 minor page faults per request under load,
+/// since every page a request freed had to be faulted back in by the next one: about a
+/// quarter of limpet's CPU per request (docs/performance.md). Instead a thread forces a
+/// collection once a second (`mi_collect(true)`: the arenas' free pages, whatever their
+/// delay), so a flood's memory goes back within a second or two and steady load keeps
+/// its pages.
+///
+/// And no transparent huge pages (`mi_option_allow_thp`, option 43 of mimalloc.h, which
+/// the Rust bindings do not name, and the process's THP flag): mimalloc marks its arenas
+/// `MADV_HUGEPAGE`, so after a flood the kernel's khugepaged refilled the pages limpet
+/// had just returned, 2 MiB at a time. RSS climbed from 1.3x to 3.3x its resting level
+/// in the minute after the connections closed, all of it `AnonHugePages` (measured with
+/// /proc/PID/smaps_rollup).
 #[allow(unsafe_code)]
 fn return_freed_memory_promptly() {
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
     // SAFETY: setting an allocator option is thread-safe and takes plain integers.
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
         libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
+    }
+    let collector = std::thread::Builder::new()
+        .name("limpet-memory".into())
+        .spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            // SAFETY: mi_collect takes a plain flag and is safe from any thread; the
+            // arenas it purges are shared and locked by mimalloc itself.
+            unsafe { libmimalloc_sys::mi_collect(true) };
+        });
+    if let Err(e) = collector {
+        eprintln!("limpet: freed memory will go back to the OS later: {e}");
     }
     // SAFETY: prctl(PR_SET_THP_DISABLE) takes plain integers and only sets a flag of
     // this process; on a kernel without it the call fails and nothing changes.
