@@ -35,7 +35,7 @@ pub struct Front<A> {
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // Above max_connections the connection closes at once; established ones stay.
-        let _open = {
+        let (_open, mut guarded) = {
             // One snapshot for the connection's set-up (an Arc: the PROXY read awaits).
             let snap = self.shared.current.load_full();
             let open = OpenConnection::admit(&self.shared, &snap, self.listener)?;
@@ -46,17 +46,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             }
             let server = &snap.config.server;
             let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());
-            stream = Box::new(Guarded::new(
+            let guarded = Box::new(Guarded::new(
                 stream,
                 (server.client_idle_timeout, server.request_header_timeout),
                 server.max_request_header_bytes,
                 (self.shared.clone(), hsts),
             ));
-            open
+            (open, guarded)
         };
         let options = self.inner.server_options();
         let (h2c, custom) = options.map_or((false, false), |o| (o.h2c, o.force_custom));
-        let mut guarded = downcast(stream)?;
         if guarded.is_h2() || custom {
             return ServerApp::process_new(&self.inner, guarded, shutdown).await;
         }
@@ -96,7 +95,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     }
 }
 
-/// The stream `Front` wrapped, back from Pingora.
+/// The stream `Front` wrapped, back from Pingora (which hands back the stream it was
+/// given, so this does not fail).
 fn downcast(stream: Stream) -> Option<Box<Guarded>> {
     stream.into_any().downcast::<Guarded>().ok()
 }
