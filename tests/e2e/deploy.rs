@@ -11,17 +11,24 @@ fn deploy(path: &str) -> PathBuf {
         .join(path)
 }
 
-fn promtool(args: &[&str], file: &str) {
-    let out = Command::new("promtool")
-        .args(args)
-        .arg(deploy(file))
+/// Runs a checking tool (`install` says where it comes from) and asserts it passed,
+/// with its output.
+fn passes(cmd: &mut Command, install: &str) {
+    let out = cmd
         .output()
-        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} ({install})"));
     assert!(
         out.status.success(),
-        "promtool {args:?} {file}:\n{}{}",
+        "{cmd:?}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn promtool(args: &[&str], file: &str) {
+    passes(
+        Command::new("promtool").args(args).arg(deploy(file)),
+        "Debian package prometheus; scripts/setup.sh installs it",
     );
 }
 
@@ -275,16 +282,11 @@ fn the_kubernetes_manifests_are_valid() {
         .collect();
     files.sort();
     assert!(files.len() >= 5, "{files:?}");
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--no-warn", "-k", "1.30.0"])
-        .args(&files)
-        .output()
-        .expect("kubernetes-validate (pip install kubernetes-validate; scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    passes(
+        Command::new("kubernetes-validate")
+            .args(["--strict", "--no-warn", "-k", "1.30.0"])
+            .args(&files),
+        "pip install kubernetes-validate; scripts/setup.sh installs it",
     );
     let map: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("configmap.yaml")).unwrap()).unwrap();
