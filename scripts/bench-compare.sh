@@ -34,7 +34,7 @@ if [ "${FLOOR:-0}" = 1 ]; then
 fi
 for entry in "backends 18081 -" "${entries[@]}"; do
   read -r _ port _ <<<"$entry"
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  bench_wait "http://127.0.0.1:$port/"
 done
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; ROUNDS=$rounds SECS=$secs"
 for round in $(seq "$rounds"); do

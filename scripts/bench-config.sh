@@ -37,3 +37,22 @@ bench_start() {
   pids=()
   trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$dir"' EXIT
 }
+
+# bench_cert: a self-signed ECDSA P-256 certificate for bench.test, in $dir/cert.pem and
+# $dir/key.pem.
+bench_cert() {
+  openssl req -x509 -nodes -days 2 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+    -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=bench.test \
+    -addext subjectAltName=DNS:bench.test 2>/dev/null
+}
+
+# bench_wait URL [TRIES]: waits until URL answers, TRIES times 0.1 s at most (default
+# 100), then goes on either way (the bench itself reports a balancer that never came up).
+bench_wait() {
+  local try
+  for try in $(seq "${2:-100}"); do
+    curl -sk -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  return 0
+}

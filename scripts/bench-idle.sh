@@ -14,8 +14,7 @@ bench_start "see scripts/bench.sh" nginx curl python3 openssl
 [ "$(ulimit -n)" -gt $((2 * n + 100)) ] || ulimit -n $((2 * n + 200)) 2>/dev/null ||
   { echo "the file limit ($(ulimit -n)) is too low for N=$n" >&2; exit 1; }
 nginx -c "$(cd "$harness" && pwd)/backends.nginx.conf" & pids+=($!)
-openssl req -x509 -nodes -days 2 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-  -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=bench.test 2>/dev/null
+bench_cert
 bench_config 127.0.0.1:18095 127.0.0.1:19095 > "$dir/plain.yaml"
 bench_config 127.0.0.1:18095 127.0.0.1:19095 "{ cert: $dir/cert.pem, key: $dir/key.pem }" > "$dir/tls.yaml"
 for mode in keepalive idle tls-keepalive tls-idle; do
@@ -23,7 +22,7 @@ for mode in keepalive idle tls-keepalive tls-idle; do
   LIMPET_LOG=warn target/release/limpet --config "$dir/$conf.yaml" --upgrade-sock "$dir/u.sock" 2>"$dir/limpet.log" &
   lpid=$!
   pids+=($lpid)
-  for _ in $(seq 100); do curl -sk -o /dev/null $url://127.0.0.1:18095/ && break; sleep 0.1; done
+  bench_wait "$url://127.0.0.1:18095/"
   scripts/idle-flood.py 18095 "$lpid" "$n" "$mode" ${AFTER:-5 60}
   kill "$lpid"; wait "$lpid" 2>/dev/null || true
 done

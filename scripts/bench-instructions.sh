@@ -28,7 +28,7 @@ for bin in "$@"; do
     "$bin" --config "$run/bench.yaml" --upgrade-sock "$run/u.sock" >/dev/null 2>"$run/limpet.log" &
   vpid=$!
   pids+=($vpid)
-  for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  bench_wait "http://127.0.0.1:$port/" 600
   for _ in $(seq 16); do
     curl -s -o /dev/null -D - "http://127.0.0.1:$port/" | tr -d '\r' |
       awk -F': ' 'tolower($1)=="set-cookie"{split($2,a,";"); print a[1]}'

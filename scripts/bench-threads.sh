@@ -18,7 +18,7 @@ nginx -c "$harness/backends.nginx.conf" & pids+=($!)
 haproxy -f "$dir/haproxy.cfg" -db 2>"$dir/haproxy.log" & pids+=($!); hap=$!
 LIMPET_LOG=warn "$limpet" --config "$dir/limpet.yaml" --upgrade-sock "$dir/u.sock" 2>"$dir/limpet.log" & pids+=($!); lim=$!
 for port in 18095 18096; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  bench_wait "http://127.0.0.1:$port/"
 done
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; SECS=$secs; $threads worker threads each"
 for round in 1 2 3; do

@@ -17,9 +17,7 @@ secs=${SECS:-5}
 bench_start "apt-get install haproxy nginx-light wrk nghttp2-client openssl bc" haproxy nginx wrk h2load openssl bc
 limpet=${LIMPET_BIN:-target/release/limpet}
 
-openssl req -x509 -nodes -days 2 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-  -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=bench.test \
-  -addext subjectAltName=DNS:bench.test 2>/dev/null
+bench_cert
 cat "$dir/cert.pem" "$dir/key.pem" > "$dir/haproxy.pem"
 
 cat > "$dir/haproxy.cfg" <<CFG
@@ -64,7 +62,7 @@ if [ "${TLS_LIBS:-0}" = 1 ]; then
   done
 fi
 for port in $ports; do
-  for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$port/" && break; sleep 0.1; done
+  bench_wait "https://127.0.0.1:$port/"
 done
 
 tck=$(getconf CLK_TCK)
