@@ -59,7 +59,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         if guarded.is_h2() || custom {
             return ServerApp::process_new(&self.inner, guarded, shutdown).await;
         }
-        if !until_request(&mut guarded, shutdown).await {
+        // One receiver for the connection's waits, not one per request.
+        let mut down = shutdown.clone();
+        if !until_request(&mut guarded, &mut down).await {
             return None;
         }
         if h2c {
@@ -79,7 +81,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             if !settings
                 .as_ref()
                 .is_some_and(HttpPersistentSettings::has_pipelined_prefix)
-                && !until_request(&mut guarded, shutdown).await
+                && !until_request(&mut guarded, &mut down).await
             {
                 return None;
             }
@@ -104,11 +106,10 @@ fn downcast(stream: Stream) -> Option<Box<Guarded>> {
 /// Waits for the next request's first bytes; false when the client closed, a deadline
 /// passed, or the server is shutting down (idle connections close at once, as
 /// Pingora's own keep-alive wait does).
-async fn until_request(guarded: &mut Guarded, shutdown: &ShutdownWatch) -> bool {
-    if *shutdown.borrow() {
+async fn until_request(guarded: &mut Guarded, down: &mut ShutdownWatch) -> bool {
+    if *down.borrow() {
         return false;
     }
-    let mut down = shutdown.clone();
     tokio::select! {
         biased;
         first = guarded.next_request() => matches!(first, Ok(true)),
