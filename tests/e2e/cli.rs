@@ -6,10 +6,6 @@ use std::time::{Duration, Instant};
 
 use limpet_e2e::*;
 
-fn check(yaml: &str) -> (i32, String, String) {
-    check_config(yaml)
-}
-
 fn good() -> String {
     config(
         "127.0.0.1:18080".parse().unwrap(),
@@ -24,9 +20,9 @@ fn good() -> String {
 fn check_accepts_the_repo_config_and_reports_every_error() {
     let repo_config =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml")).unwrap();
-    let (code, out, _) = check(&repo_config);
+    let (code, out, _) = check_config(&repo_config);
     assert_eq!((code, out.trim()), (0, "configuration OK"));
-    let (code, out, _) = check(&good());
+    let (code, out, _) = check_config(&good());
     assert_eq!((code, out.trim()), (0, "configuration OK"));
 
     let broken = good()
@@ -38,7 +34,7 @@ fn check_accepts_the_repo_config_and_reports_every_error() {
             "      - { id: a, address: 127.0.0.1:1 }\n      - { id: a, address: nowhere }\n",
         )
         .replace("ttl: 15m", "ttl: 15m, max_ttl: 10m");
-    let (code, _, err) = check(&broken);
+    let (code, _, err) = check_config(&broken);
     assert_eq!(code, 1, "{err}");
     for needle in [
         "server.grace_period",
@@ -62,7 +58,7 @@ fn check_accepts_the_repo_config_and_reports_every_error() {
         .unwrap();
     assert!(out.status.success());
     let no_env = good().replace("LIMPET_TEST_KEY", "LIMPET_KEY_THAT_IS_NOT_SET");
-    let (code, _, err) = check(&no_env);
+    let (code, _, err) = check_config(&no_env);
     assert_eq!(code, 1);
     assert!(
         err.contains(
@@ -70,7 +66,7 @@ fn check_accepts_the_repo_config_and_reports_every_error() {
         ),
         "{err}"
     );
-    let (code, _, err) = check("pools: [\n");
+    let (code, _, err) = check_config("pools: [\n");
     assert_eq!(code, 1);
     assert!(err.contains("line "), "{err}");
 }
@@ -273,19 +269,19 @@ async fn the_pid_file_names_this_instance_while_it_runs() {
 #[test]
 fn check_reports_a_redis_url_it_cannot_read_without_printing_it() {
     let store = |line: &str| format!("{}session_store: {{ kind: redis, {line} }}\n", good());
-    let (code, _, err) = check(&store("redis_url_env: LIMPET_TEST_UNSET_REDIS_URL"));
+    let (code, _, err) = check_config(&store("redis_url_env: LIMPET_TEST_UNSET_REDIS_URL"));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("session_store.redis_url_env") && err.contains("LIMPET_TEST_UNSET_REDIS_URL"),
         "{err}"
     );
-    let (code, _, err) = check(&store("redis_url_file: /nonexistent/limpet-redis-url"));
+    let (code, _, err) = check_config(&store("redis_url_file: /nonexistent/limpet-redis-url"));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("session_store.redis_url_file") && err.contains("cannot read"),
         "{err}"
     );
-    let (code, _, err) = check(&store(r#"redis_url: "http://user:hunter22@h""#));
+    let (code, _, err) = check_config(&store(r#"redis_url: "http://user:hunter22@h""#));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("not a Redis URL") && !err.contains("hunter22"),
