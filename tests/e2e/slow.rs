@@ -32,18 +32,7 @@ async fn trickle(s: &mut TcpStream, head: &[u8]) -> (String, Duration) {
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     };
-    let answer = async {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match tokio::time::timeout(Duration::from_secs(15), r.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-        String::from_utf8_lossy(&out).to_string()
-    };
-    let (_, text) = tokio::join!(trickle, answer);
+    let (_, (text, _)) = tokio::join!(trickle, until_closed(&mut r));
     (text, started.elapsed())
 }
 

@@ -11,8 +11,11 @@ use std::process::{Child, Command, Stdio};
 use limpet_e2e::*;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("grpc/sticky.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(STICKY)
 }
+
+/// The gRPC server and client, relative to tests/.
+const STICKY: &str = "grpc/sticky.py";
 
 /// A Python script run as a test's backend, killed on drop.
 struct Script(Child);
@@ -52,7 +55,7 @@ struct GrpcBackend {
 impl GrpcBackend {
     fn start(id: &str) -> GrpcBackend {
         let addr = free_addr();
-        let (process, line) = Script::start("grpc/sticky.py", &["serve", id, &addr.port().to_string()]);
+        let (process, line) = Script::start(STICKY, &["serve", id, &addr.port().to_string()]);
         assert_eq!(line, "ready", "grpc backend {id} did not start");
         GrpcBackend {
             id: id.into(),

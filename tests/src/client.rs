@@ -90,8 +90,9 @@ pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
-/// Everything the server sends until it closes (bounded at 15 s).
-pub async fn until_closed(s: &mut tokio::net::TcpStream) -> (String, Duration) {
+/// Everything the server sends on `s` (a stream or its read half) until it closes
+/// (bounded at 15 s).
+pub async fn until_closed<R: tokio::io::AsyncRead + Unpin>(s: &mut R) -> (String, Duration) {
     let started = Instant::now();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
