@@ -79,7 +79,7 @@ pub fn cookie_header(data: &[u8]) {
     let Some((&n, rest)) = data.split_first() else {
         return;
     };
-    let n = (n as usize % 16).clamp(1, rest.len().max(1)).min(rest.len());
+    let n = (n as usize % 16).max(1).min(rest.len());
     let (name, rest) = rest.split_at(n);
     if name.is_empty() {
         return;
