@@ -174,6 +174,15 @@ async fn http2_connections_close_when_idle_and_carry_the_header_limit() {
     let mut s = TcpStream::connect(h2c).await.unwrap();
     s.write_all(&opening).await.unwrap();
     within(until_closed(&mut s).await.1, "h2c, preface then nothing");
+    // Stalled in the middle of the preface: closed, with no HTTP/1 answer.
+    let mut s = TcpStream::connect(h2c).await.unwrap();
+    s.write_all(&PREFACE[..10]).await.unwrap();
+    let (text, took) = until_closed(&mut s).await;
+    within(took, "h2c, half a preface");
+    assert!(
+        text.is_empty(),
+        "an HTTP/1 answer to half an h2 preface: {text:?}"
+    );
 
     // h2c listener, HTTP/1: a request shorter than the h2c preface is answered at once
     // (not held while limpet waits for 24 bytes to tell HTTP/2 from HTTP/1).

@@ -194,3 +194,41 @@ async fn proxy_headers_from_untrusted_peers_are_refused() {
     let refused = format!(r#"limpet_proxy_protocol_refused_total{{listener="{plain}",reason="untrusted"}}"#);
     assert_eq!(lb.metric(&refused).await, 1.0);
 }
+
+/// The PROXY header is under `client_idle_timeout` from accept, as a request is: a
+/// peer that sends nothing, or stalls in the middle of its header, trusted or not, is
+/// closed, and frees its `max_connections` slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_stalled_proxy_header_is_closed_after_the_idle_timeout() {
+    let dir = scratch();
+    let (pem, key) = self_signed(&dir, "app", &["app.test"], Key::EcdsaP256, "limpet");
+    let cert = format!("{{ cert: \"{}\", key: \"{}\" }}", pem.display(), key.display());
+    let bs = backends("ps", 1).await;
+    for trusted in ["127.0.0.1", "10.0.0.0/8"] {
+        let (plain, tls, admin) = (free_addr(), free_addr(), free_addr());
+        let yaml = yaml(plain, tls, admin, trusted, &cert, &bs).replacen(
+            "server:\n",
+            "server:\n  client_idle_timeout: 2s\n  request_header_timeout: 2s\n",
+            1,
+        );
+        let lb = Limpet::start_with(&yaml, plain, admin).await;
+        let stalls: [(SocketAddr, &[u8]); 4] = [
+            (plain, b""),
+            (plain, b"PROXY TCP4 "),
+            (tls, b"PROXY TCP4 "),
+            (plain, b"\r\n\r\n\0\r\nQUIT\n"),
+        ];
+        for (addr, sent) in stalls {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(sent).await.unwrap();
+            let (text, took) = until_closed(&mut s).await;
+            assert!(
+                text.is_empty() && took < Duration::from_secs(6),
+                "trusted {trusted}, sent {sent:?}: {text:?}, closed after {took:?}\n{}",
+                lb.log_text()
+            );
+        }
+        let open = format!(r#"limpet_client_connections{{listener="{plain}"}}"#);
+        assert_eq!(lb.metric(&open).await, 0.0, "trusted {trusted}");
+    }
+}

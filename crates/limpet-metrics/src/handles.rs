@@ -40,6 +40,9 @@ pub struct BackendMetrics {
     pub response_seconds: Histogram,
     pub in_flight: IntGauge,
     pub connect_errors: IntCounter,
+    /// `limpet_backend_retries_total`: requests this backend dropped before answering,
+    /// sent again elsewhere.
+    pub retries: IntCounter,
     /// `limpet_backend_up`: 1 while health checks (active and passive) pass.
     pub up: IntGauge,
     /// `limpet_backend_weight`: configured weight times the slow-start ramp.

@@ -37,6 +37,7 @@ pub struct Metrics {
     response_seconds: HistogramVec,
     in_flight: IntGaugeVec,
     connect_errors: IntCounterVec,
+    retries: IntCounterVec,
     state: IntGaugeVec,
     weight: GaugeVec,
     up: IntGaugeVec,
@@ -109,6 +110,17 @@ impl Metrics {
                     Opts::new(
                         "limpet_backend_connect_errors_total",
                         "Failed connection attempts to a backend.",
+                    ),
+                    pb,
+                )?,
+            )?,
+            retries: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "limpet_backend_retries_total",
+                        "Requests sent again to another backend after this one closed or reset \
+                         the connection before a byte of its response.",
                     ),
                     pb,
                 )?,
@@ -400,6 +412,7 @@ impl Metrics {
             response_seconds: self.response_seconds.with_label_values(&[pool, backend]),
             in_flight: self.in_flight.with_label_values(&[pool, backend]),
             connect_errors: self.connect_errors.with_label_values(&[pool, backend]),
+            retries: self.retries.with_label_values(&[pool, backend]),
             up: self.up.with_label_values(&[pool, backend]),
             weight: self.weight.with_label_values(&[pool, backend]),
             checks_ok: self.health_checks.with_label_values(&[pool, backend, "ok"]),
@@ -436,6 +449,7 @@ impl Metrics {
         let _ = self.response_seconds.remove_label_values(&pb);
         let _ = self.in_flight.remove_label_values(&pb);
         let _ = self.connect_errors.remove_label_values(&pb);
+        let _ = self.retries.remove_label_values(&pb);
         let _ = self.weight.remove_label_values(&pb);
         let _ = self.up.remove_label_values(&pb);
         for r in ["ok", "fail"] {

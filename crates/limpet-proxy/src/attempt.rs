@@ -32,7 +32,9 @@ pub struct Attempt {
     pub chosen: Option<usize>,
     /// Backends already attempted and failed in this request.
     pub tried: Vec<usize>,
-    connect_failures: u32,
+    /// Attempts that failed and were retried or may be: connect failures and
+    /// responses dropped before their first byte. Bounded by the pool's `retries`.
+    failures: u32,
     /// When the first backend was chosen.
     pub started: Option<Instant>,
     in_flight: Option<InFlight>,
@@ -118,7 +120,7 @@ impl Attempt {
         if let Some(local) = LocalError::of(e) {
             return AfterConnectFailure::Local(local);
         }
-        self.connect_failures += 1;
+        self.failures += 1;
         let Some(failed) = self.chosen else {
             return AfterConnectFailure::GiveUp;
         };
@@ -131,15 +133,51 @@ impl Attempt {
         if pool.on_backend_down == OnBackendDown::Strict && self.pinned == Some(failed) {
             return AfterConnectFailure::Strict;
         }
-        let now = now_ms();
-        let others_left = (0..pool.backends.len())
-            .any(|i| i != failed && !self.tried.contains(&i) && pool.takes_new(i, now));
-        // Bounded twice: by the pool's `retries` and by the backends left untried.
-        if self.connect_failures <= pool.retries && others_left {
+        if self.may_retry(pool, failed) {
             AfterConnectFailure::Retry
         } else {
             AfterConnectFailure::GiveUp
         }
+    }
+
+    /// The current attempt's backend closed or reset the connection before sending a
+    /// byte of its response. When the request may go to another backend (the pool's
+    /// `retries` and untried backends allow, and a strict pool's pinned session is not
+    /// moved), the backend is ruled out for this request, passive health counts the
+    /// failure and the retry is counted; `true` then. Otherwise nothing is recorded
+    /// here: the error stands and is counted with the request.
+    pub fn dropped_before_answer(&mut self, pool: &PoolRt) -> bool {
+        let Some(failed) = self.chosen else {
+            return false;
+        };
+        if pool.on_backend_down == OnBackendDown::Strict && self.pinned == Some(failed) {
+            return false;
+        }
+        self.failures += 1;
+        if !self.may_retry(pool, failed) {
+            return false;
+        }
+        if !self.tried.contains(&failed) {
+            self.tried.push(failed);
+        }
+        let backend = &pool.backends[failed];
+        backend.metrics.retries.inc();
+        pool.passive_failure(failed, "closed before answering", now_ms());
+        tracing::info!(
+            pool = %pool.id,
+            backend = %backend.id,
+            "backend closed the connection before answering: request sent to another backend"
+        );
+        true
+    }
+
+    /// Whether a request whose attempt on `failed` failed may try another backend:
+    /// bounded twice, by the pool's `retries` and by the backends left untried.
+    fn may_retry(&self, pool: &PoolRt, failed: usize) -> bool {
+        let now = now_ms();
+        let others_left = (0..pool.backends.len())
+            .any(|i| i != failed && !self.tried.contains(&i) && pool.takes_new(i, now));
+        self.failures <= pool.retries && others_left
     }
 }
 

@@ -5,30 +5,41 @@
 //!
 //! [`Guarded`] wraps every client stream. While the connection waits for a request it
 //! must start one within `client_idle_timeout` (else it is closed silently); once a
-//! request's first byte arrived, its whole head (up to the blank line) must arrive within
+//! request's first byte arrived, its whole head must arrive within
 //! `request_header_timeout`, else limpet answers 408 and closes. Both deadlines re-arm for
 //! every request of a kept-alive connection ([`Guarded::next_request`]), which waits for
-//! the request's first bytes before Pingora sets up anything for it. A pipelined request
-//! already read with the one before it is under Pingora's keep-alive timeout instead.
+//! the request's first bytes before Pingora sets up anything for it, and for a pipelined
+//! request read with the one before it ([`Guarded::expect_head`]).
+//!
+//! The guard keeps no copy of HTTP/1 framing. Where a head ends is the parser's word:
+//! the first request hook tells the guard ([`head_parsed`]), so a head the parser takes
+//! (bare `\n` line ends included) is complete for the deadlines too. Until then every
+//! read is one the parser asked for because the head was not complete, so the bytes read
+//! so far are all head: once they reach `max_request_header_bytes` and the parser asks
+//! for more, limpet answers 431. The guard answers only in that phase, before any hook
+//! ran for the request: never once a response is under way.
 //!
 //! HTTP/2 connections (ALPN h2, or h2c) pass the same two deadlines up to the end of
-//! the client's preface (`PRI * HTTP/2.0\r\n\r\n`, whose blank line ends the "head"),
-//! with no HTTP/1 answer; after it, Pingora's HTTP/2 idle timeout (set to
-//! `client_idle_timeout`) closes a connection with no stream in flight. Pingora peeks for
-//! the h2c preface with a blocking `read_exact` on the socket; [`Guarded`] answers that
-//! peek itself, under its deadlines, and replays the bytes to the reader after.
+//! the client's preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`), with no HTTP/1 answer,
+//! nor one to a client that stalls in the middle of a preface; after it, Pingora's
+//! HTTP/2 idle timeout (set to `client_idle_timeout`) closes a connection with no stream
+//! in flight. Pingora peeks for the h2c preface with a blocking `read_exact` on the
+//! socket; [`Guarded`] answers that peek itself, under its deadlines, and replays the
+//! bytes to the reader after.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
+    TimingDigest, UniqueID, UniqueIDType, ALPN, IO,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -39,10 +50,9 @@ use crate::shared::Shared;
 /// Where the connection is, as the guard sees it.
 /// From accept to the first byte: `client_idle_timeout`.
 const IDLE: u8 = 0;
-/// From a request's first byte to its blank line: `request_header_timeout`.
+/// From a request's first byte until the parser has its head: `request_header_timeout`.
 const HEAD: u8 = 1;
-/// The rest of the exchange, and a pipelined request read with the one before it: no
-/// deadline of ours.
+/// The rest of the exchange: no deadline of ours.
 const BODY: u8 = 2;
 /// `armed` when the timer is set for no phase: the next wait sets it afresh.
 const UNARMED: u8 = u8::MAX;
@@ -53,22 +63,27 @@ const FIRST_READ: usize = 4096;
 /// A client stream under the idle and request-head deadlines.
 pub struct Guarded {
     inner: Stream,
-    /// IDLE, HEAD or BODY.
-    phase: u8,
+    /// IDLE, HEAD or BODY. Atomic only so that a request hook, which sees the stream
+    /// behind a shared reference, can end the head phase ([`head_parsed`]); it is
+    /// read and written by the connection's own task alone.
+    phase: AtomicU8,
     idle: Duration,
     head: Duration,
     timer: Pin<Box<Sleep>>,
     /// The phase the timer was set for.
     armed: u8,
-    /// Where the current request head is.
-    scan: Scan,
+    /// Bytes of the current request head read so far.
+    head_bytes: usize,
+    /// The current head is, so far, the start of an HTTP/2 preface: not answered as
+    /// HTTP/1.
+    preface: bool,
     /// The largest head allowed.
     max_head: usize,
     /// Counts limpet's answers; the listener's HSTS value for them.
     shared: Arc<Shared>,
     hsts: Option<String>,
     /// An HTTP/2 connection: no HTTP/1 answers, no head size limit (the h2 library
-    /// bounds header blocks).
+    /// bounds header blocks); its "head" is the preface.
     h2: bool,
     /// Bytes read ahead by [`Peek::try_peek`], given to the next reads first.
     replay: Vec<u8>,
@@ -92,12 +107,13 @@ impl Guarded {
             replay: Vec::new(),
             replay_at: 0,
             inner,
-            phase: IDLE,
+            phase: AtomicU8::new(IDLE),
             idle,
             head,
             timer: Box::pin(tokio::time::sleep(idle)),
             armed: IDLE,
-            scan: Scan::default(),
+            head_bytes: 0,
+            preface: false,
             max_head,
         }
     }
@@ -108,11 +124,16 @@ impl Guarded {
     }
 
     /// Whether the connection starts with the HTTP/2 preface (h2c with prior
-    /// knowledge), read under the deadlines and kept for the reads that follow.
+    /// knowledge), read under the deadlines and kept for the reads that follow. If it
+    /// does, the connection is HTTP/2 from here on.
     pub async fn starts_with_preface(&mut self) -> std::io::Result<bool> {
         let mut start = [0u8; H2_PREFACE.len()];
         self.try_peek(&mut start).await?;
-        Ok(start == H2_PREFACE)
+        if start == H2_PREFACE {
+            self.h2 = true;
+            *self.phase.get_mut() = BODY;
+        }
+        Ok(self.h2)
     }
 
     /// Waits for the first bytes of the connection's next request, under the idle
@@ -124,7 +145,7 @@ impl Guarded {
         if self.replay_at < self.replay.len() {
             return Ok(true);
         }
-        self.phase = IDLE;
+        *self.phase.get_mut() = IDLE;
         self.armed = UNARMED;
         std::future::poll_fn(|cx| {
             // On the stack for this poll only: nothing is held while the client is
@@ -139,51 +160,51 @@ impl Guarded {
         })
         .await
     }
-}
 
-/// Where the head scan is: a partial "\r\n\r\n" carried from one read to the next, the
-/// head's size so far, and whether it is still an HTTP/2 preface (whose "head" ends at
-/// its second blank line).
-#[derive(Default)]
-struct Scan {
-    matched: u8,
-    head_bytes: usize,
-    not_preface: bool,
-}
+    /// The next request was read with the one before it (pipelined): its head is
+    /// under the head deadline and size limit from now, like any other.
+    pub fn expect_head(&mut self) {
+        *self.phase.get_mut() = HEAD;
+        self.armed = UNARMED;
+        self.head_bytes = 0;
+        self.preface = false;
+    }
 
-/// Follows the bytes just read: the first byte starts the head, the blank line ends
-/// it. Returns the size of the head so far.
-fn saw(phase: &mut u8, scan: &mut Scan, bytes: &[u8]) -> usize {
-    if bytes.is_empty() || *phase == BODY {
-        return 0;
-    }
-    if *phase == IDLE {
-        *phase = HEAD;
-        *scan = Scan::default();
-    }
-    for &b in bytes {
-        // Settled within the first bytes of an HTTP/1 head; no compare after that.
-        if !scan.not_preface {
-            scan.not_preface = H2_PREFACE.get(scan.head_bytes) != Some(&b);
+    /// Follows the bytes just read: the first byte of a request starts its head.
+    fn saw(&mut self, bytes: &[u8]) {
+        let phase = self.phase.get_mut();
+        if bytes.is_empty() || *phase == BODY {
+            return;
         }
-        scan.head_bytes += 1;
-        scan.matched = match (scan.matched, b) {
-            (0 | 2, b'\r') => scan.matched + 1,
-            (1 | 3, b'\n') => scan.matched + 1,
-            (_, b'\r') => 1,
-            _ => 0,
-        };
-        if scan.matched == 4 {
-            if !scan.not_preface && scan.head_bytes < H2_PREFACE.len() {
-                // "PRI * HTTP/2.0\r\n\r\n": the preface goes on to "SM\r\n\r\n".
-                scan.matched = 0;
-                continue;
-            }
+        if *phase == IDLE {
+            *phase = HEAD;
+            self.head_bytes = 0;
+            self.preface = true;
+        }
+        // Settled within the first bytes of a head; no compare after that.
+        if self.preface {
+            let rest = H2_PREFACE.get(self.head_bytes..).unwrap_or_default();
+            let n = bytes.len().min(rest.len());
+            self.preface = bytes.get(..n) == rest.get(..n);
+        }
+        self.head_bytes = self.head_bytes.saturating_add(bytes.len());
+        if self.h2 && self.head_bytes >= H2_PREFACE.len() {
             *phase = BODY;
-            break;
         }
     }
-    scan.head_bytes
+}
+
+/// The request hook's word that the parser has the request's head: the head deadline
+/// and size limit are over for this request. A no-op for HTTP/2 sessions (whose
+/// streams are not the connection's).
+pub fn head_parsed(session: &ServerSession) {
+    let guarded = session.stream().and_then(|s| {
+        let io: &dyn IO = &**s;
+        io.as_any().downcast_ref::<Guarded>()
+    });
+    if let Some(g) = guarded {
+        g.phase.store(BODY, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Guarded {
@@ -198,7 +219,7 @@ impl Guarded {
     /// Writes limpet's answer before closing. Best effort: it fits any socket buffer,
     /// and the connection closes anyway.
     fn answer(&mut self, cx: &mut Context<'_>, refusal: Refusal) {
-        if self.h2 {
+        if self.h2 || self.preface {
             return;
         }
         let bytes = raw_refusal(&self.shared, refusal, self.hsts.as_deref());
@@ -232,24 +253,25 @@ impl Guarded {
     /// Reads from the client under the deadlines, following the request head.
     fn poll_guarded(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self;
+        let phase = *this.phase.get_mut();
+        if phase == HEAD && !this.h2 && this.head_bytes >= this.max_head {
+            // The parser asks for more of a head that is already at the limit: nothing
+            // more of it is read.
+            this.answer(cx, Refusal::HeaderTooLarge);
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head above max_request_header_bytes",
+            )));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let size = saw(&mut this.phase, &mut this.scan, &buf.filled()[before..]);
-                if size > this.max_head && !this.h2 {
-                    // Refused while reading: nothing more of this head is buffered.
-                    this.answer(cx, Refusal::HeaderTooLarge);
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "request head above max_request_header_bytes",
-                    )));
-                }
+                this.saw(&buf.filled()[before..]);
                 return Poll::Ready(Ok(()));
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        let phase = this.phase;
         if phase == BODY {
             return Poll::Pending;
         }
@@ -394,51 +416,5 @@ impl Peek for Guarded {
         buf[..n].copy_from_slice(&self.replay[..n]);
         buf[n..].fill(0);
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn feed(chunks: &[&[u8]]) -> u8 {
-        let mut phase = IDLE;
-        let mut scan = Scan::default();
-        for c in chunks {
-            saw(&mut phase, &mut scan, c);
-        }
-        phase
-    }
-
-    #[test]
-    fn the_blank_line_ends_the_head_across_reads() {
-        assert_eq!(feed(&[]), IDLE);
-        assert_eq!(feed(&[b"G"]), HEAD);
-        assert_eq!(feed(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]), BODY);
-        assert_eq!(feed(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n\r", b"\n"]), BODY);
-        assert_eq!(feed(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r"]), HEAD);
-        assert_eq!(feed(&[b"a\r\r\n\r\n"]), BODY);
-        // An HTTP/2 preface is a head up to its second blank line; h2 framing follows.
-        assert_eq!(feed(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]), BODY);
-        assert_eq!(feed(&[b"PRI * HTTP/2.0\r\n\r\n"]), HEAD);
-        assert_eq!(feed(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r", b"\n\0\0"]), BODY);
-        assert_eq!(
-            feed(&[b"GET / HTTP/1.1\r\n\r\n"]),
-            BODY,
-            "18 bytes, not a preface"
-        );
-        let mut phase = IDLE;
-        let mut scan = Scan::default();
-        assert_eq!(saw(&mut phase, &mut scan, b"GET / HTTP/1.1\r\n\r\n"), 18);
-        assert_eq!(phase, BODY);
-        assert_eq!(saw(&mut phase, &mut scan, b"GET"), 0, "a body is not a head");
-        phase = IDLE;
-        assert_eq!(
-            saw(&mut phase, &mut scan, b"GE"),
-            2,
-            "a new head counts from zero"
-        );
-        assert_eq!(phase, HEAD, "re-armed for the next request");
-        assert_eq!(saw(&mut phase, &mut scan, b"T"), 3);
     }
 }

@@ -457,11 +457,17 @@ pub fn decorate_response(
             resp.append_header(http::header::SET_COOKIE, c)?;
         }
         if issued {
-            let existing = resp
-                .headers
-                .get(http::header::CACHE_CONTROL)
-                .map(|v| v.as_bytes());
-            if let Some(cc) = private_cache_control(existing) {
+            // Every Cache-Control line counts (RFC 9110 §5.3: one list, however split):
+            // all are replaced below.
+            let mut existing: Option<Vec<u8>> = None;
+            for line in resp.headers.get_all(http::header::CACHE_CONTROL) {
+                let joined = existing.get_or_insert_with(Vec::new);
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(line.as_bytes());
+            }
+            if let Some(cc) = private_cache_control(existing.as_deref()) {
                 resp.insert_header("cache-control", cc)?;
             }
         }

@@ -40,9 +40,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             let snap = self.shared.current.load_full();
             let open = OpenConnection::admit(&self.shared, &snap, self.listener)?;
             if self.proxy_protocol {
-                accept(&self.shared, &snap, self.listener, stream.as_mut())
-                    .await
-                    .ok()?;
+                // The whole header within client_idle_timeout, as a request's start: a
+                // peer that sends nothing, or stalls mid-header, cannot hold a slot.
+                let idle = snap.config.server.client_idle_timeout;
+                let header = accept(&self.shared, &snap, self.listener, stream.as_mut());
+                tokio::time::timeout(idle, header).await.ok()?.ok()?;
             }
             let server = &snap.config.server;
             let hsts = snap.listeners.get(self.listener).and_then(|l| l.hsts.clone());
@@ -78,11 +80,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             let reused = self.inner.process_new_http(session, shutdown).await?;
             let (stream, settings) = reused.consume();
             let mut guarded = downcast(stream)?;
-            if !settings
+            if settings
                 .as_ref()
                 .is_some_and(HttpPersistentSettings::has_pipelined_prefix)
-                && !until_request(&mut guarded, &mut down).await
             {
+                guarded.expect_head();
+            } else if !until_request(&mut guarded, &mut down).await {
                 return None;
             }
             session = ServerSession::new_http1(guarded);

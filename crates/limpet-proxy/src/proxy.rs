@@ -24,6 +24,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::access::{AccessLog, Entry};
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
 use crate::clock::{now_ms, unix_now};
+use crate::deadline;
 use crate::exchange::{self, refuse, Refusal, Via};
 use crate::local::LocalError;
 use crate::persist::{self, RequestView};
@@ -98,6 +99,19 @@ fn upstream_error(e: &Error) -> bool {
         )
 }
 
+/// Did the backend close or reset the connection before a byte of its response
+/// arrived? Pingora's reader says how many bytes of the response head it had read.
+fn nothing_received(e: &Error) -> bool {
+    match e.etype() {
+        ErrorType::WriteError => true,
+        ErrorType::ConnectionClosed | ErrorType::ReadError => e
+            .context
+            .as_ref()
+            .is_some_and(|c| c.as_str().ends_with("bytes already read: 0")),
+        _ => false,
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Limpet {
     type CTX = Ctx;
@@ -133,6 +147,11 @@ impl ProxyHttp for Limpet {
         // Pipelined requests (RFC 9112 §9.3.2) are answered in order, one after the
         // other; Pingora would otherwise drop every request after the first.
         session.set_pipelining_enabled(true);
+        // The parser has the head: its deadline and size limit are over.
+        deadline::head_parsed(session.as_downstream());
+        // A client that half-closes after its request still gets the response (RFC
+        // 9112 §9.6); one that went away is noticed when the response is written.
+        session.set_abort_on_close(false);
         ctx.snap = Some(snap);
         Ok(())
     }
@@ -209,6 +228,11 @@ impl ProxyHttp for Limpet {
         if let Some(refusal) = refusal {
             return refuse(shared, Some(&snap), Some(pool_index), ctx.via, session, refusal).await;
         }
+        // Only WebSocket is tunnelled; any other upgrade (h2c above all) is proxied as
+        // the plain request it also is.
+        if !ctx.via.h2 && request::drop_upgrade(session.req_header_mut()) {
+            tracing::debug!("upgrade to a protocol other than WebSocket taken out of the request");
+        }
         if session.is_upgrade_req() {
             // Upgrades (WebSocket) get their own fresh upstream connection and tunnel.
             // Boxed, so that the tunnel's large state does not widen every request's
@@ -266,6 +290,40 @@ impl ProxyHttp for Limpet {
         e
     }
 
+    /// An error after the connection to the backend was made. Pingora's own rule is
+    /// kept for reused connections (a stale pooled connection is retried, on the same
+    /// backend). On a fresh connection, a backend that closed or reset before sending a
+    /// byte of its response has not answered: an idempotent request whose body can be
+    /// replayed goes to another backend ([`Attempt::dropped_before_answer`]), as
+    /// HAProxy's `retry-on all-retryable-errors` and Envoy's `retry_on: reset` do.
+    /// Nothing is retried once a byte of the response arrived, nor after a timeout.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let replayable =
+            session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+        if !replayable {
+            e.set_retry(false);
+        } else if client_reused {
+            e.retry.decide_reuse(true);
+        } else {
+            let unanswered = ctx.upstream_status.is_none() && nothing_received(&e);
+            let retry = unanswered
+                && ctx
+                    .snap
+                    .clone()
+                    .and_then(|snap| Some(ctx.attempt.dropped_before_answer(ctx.attempt.pool(&snap)?)))
+                    .unwrap_or(false);
+            e.set_retry(retry);
+        }
+        e.more_context(format!("Peer: {peer}"))
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let refusal = ctx.refusal.or_else(|| Refusal::for_error(e));
         let mut error_code = 0;
@@ -320,6 +378,11 @@ impl ProxyHttp for Limpet {
         let Some(snap) = ctx.snap.clone() else {
             return Ok(());
         };
+        // An interim response (100 Continue, 103) passes as it came: the session, its
+        // cookie and the response's timing belong to the final one.
+        if resp.status.is_informational() {
+            return Ok(());
+        }
         if request::fields_bytes(&resp.headers) > snap.config.server.max_response_header_bytes {
             ctx.refusal = Some(Refusal::ResponseTooLarge);
             return Error::e_explain(

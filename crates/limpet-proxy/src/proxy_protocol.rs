@@ -207,7 +207,7 @@ where
 
 /// The pre-TLS step of every TLS listener: the client must send its first byte (of the
 /// handshake, or of a PROXY header) within `client_idle_timeout`, not Pingora's fixed
-/// 60 s; then, with `proxy_protocol: true`, the PROXY header is read.
+/// 60 s; then, with `proxy_protocol: true`, the whole PROXY header by the same deadline.
 pub struct BeforeTls {
     pub shared: Arc<Shared>,
     pub listener: usize,
@@ -218,10 +218,16 @@ pub struct BeforeTls {
 impl PreTlsProcess for BeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
         let snap = self.shared.current.load_full();
-        // A one-byte peek (read and put back): cancelling it loses nothing.
-        let idle = snap.config.server.client_idle_timeout;
+        // A one-byte peek (read and put back): cancelling it loses nothing. The PROXY
+        // header that may follow must be complete by the same deadline.
+        let deadline = tokio::time::Instant::now() + snap.config.server.client_idle_timeout;
         let mut first = [0u8; 1];
-        match tokio::time::timeout(idle, pingora_core::protocols::Peek::try_peek(stream, &mut first)).await {
+        match tokio::time::timeout_at(
+            deadline,
+            pingora_core::protocols::Peek::try_peek(stream, &mut first),
+        )
+        .await
+        {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 return Error::e_because(ErrorType::HandshakeError, "closed before the TLS handshake", e)
@@ -236,7 +242,13 @@ impl PreTlsProcess for BeforeTls {
         if !self.proxy_protocol {
             return Ok(());
         }
-        accept(&self.shared, &snap, self.listener, stream).await
+        match tokio::time::timeout_at(deadline, accept(&self.shared, &snap, self.listener, stream)).await {
+            Ok(accepted) => accepted,
+            Err(_) => Error::e_explain(
+                ErrorType::HandshakeError,
+                "PROXY header not complete within client_idle_timeout",
+            ),
+        }
     }
 }
 

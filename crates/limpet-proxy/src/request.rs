@@ -36,6 +36,55 @@ pub fn host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Cow<'a, [u8]> {
     }
 }
 
+/// Whether an upgrade request asks for WebSocket, the one protocol limpet tunnels.
+pub fn is_websocket(headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(http::header::UPGRADE).iter();
+    upgrades.next().is_some_and(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .all(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    }) && upgrades.next().is_none()
+}
+
+/// Takes an upgrade to any protocol but WebSocket out of a request, so that it is
+/// proxied as the plain request it also is (RFC 9110 §7.8: a server may ignore
+/// `Upgrade`). `h2c` in particular: tunnelled, it would let a client speak HTTP/2
+/// straight to a backend, past routing (request smuggling). Returns whether anything
+/// was taken out.
+pub fn drop_upgrade(req: &mut pingora_http::RequestHeader) -> bool {
+    if !req.headers.contains_key(http::header::UPGRADE) || is_websocket(&req.headers) {
+        return false;
+    }
+    let kept: Vec<HeaderValue> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| {
+            let tokens: Vec<&[u8]> = v
+                .as_bytes()
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|t| {
+                    !t.is_empty()
+                        && !t.eq_ignore_ascii_case(b"upgrade")
+                        && !t.eq_ignore_ascii_case(b"http2-settings")
+                })
+                .collect();
+            (!tokens.is_empty())
+                .then(|| HeaderValue::from_bytes(&tokens.join(&b", "[..])).ok())
+                .flatten()
+        })
+        .collect();
+    req.remove_header(&http::header::UPGRADE);
+    req.remove_header("http2-settings");
+    req.remove_header(&http::header::CONNECTION);
+    for v in kept {
+        // A value that was a header value already: appending it cannot fail.
+        let _ = req.append_header(http::header::CONNECTION, v);
+    }
+    true
+}
+
 /// Sum of header names and values, plus the URI: what a client made us parse.
 pub fn header_bytes(uri: &http::Uri, headers: &HeaderMap) -> usize {
     let uri_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
@@ -101,6 +150,31 @@ pub fn request_id(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_websocket_upgrades_are_kept() {
+        let mut req = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("upgrade", "h2c").unwrap();
+        req.insert_header("http2-settings", "AAMAAABkAAQAAP__").unwrap();
+        req.insert_header("connection", "Upgrade, HTTP2-Settings, keep-alive")
+            .unwrap();
+        assert!(drop_upgrade(&mut req));
+        assert!(req.headers.get("upgrade").is_none());
+        assert!(req.headers.get("http2-settings").is_none());
+        assert_eq!(req.headers.get("connection").unwrap(), "keep-alive");
+
+        let mut ws = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        ws.insert_header("upgrade", "WebSocket").unwrap();
+        ws.insert_header("connection", "Upgrade").unwrap();
+        assert!(!drop_upgrade(&mut ws));
+        assert_eq!(ws.headers.get("upgrade").unwrap(), "WebSocket");
+
+        let mut two = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        two.insert_header("upgrade", "websocket, h2c").unwrap();
+        two.insert_header("connection", "upgrade").unwrap();
+        assert!(drop_upgrade(&mut two));
+        assert!(two.headers.get("connection").is_none());
+    }
 
     #[test]
     fn request_ids_come_from_trusted_proxies_or_are_made() {

@@ -129,8 +129,18 @@ pub(crate) async fn tunnel(
         relay(session, &mut upstream, snap.config.server.upstream_read_timeout).await;
     } else {
         // The backend refused the upgrade: an ordinary response, framed by its headers.
-        while let Ok(Some(chunk)) = upstream.read_body_bytes().await {
-            session.write_response_body(Some(chunk), false).await?;
+        // If the backend fails in the middle of it, the error stands: the client's
+        // connection closes without the body's end, so a truncated response never
+        // looks complete, and passive health counts the failure with the request.
+        loop {
+            match upstream.read_body_bytes().await {
+                Ok(Some(chunk)) => session.write_response_body(Some(chunk), false).await?,
+                Ok(None) => break,
+                Err(e) => {
+                    upstream.shutdown().await;
+                    return Err(e.into_up());
+                }
+            }
         }
     }
     // Ends the response (for an upgraded session: closes the client connection).

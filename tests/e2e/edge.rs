@@ -1,0 +1,483 @@
+//! The HTTP/1 edge against what a hostile or odd client or backend does: where a request
+//! head ends, pipelined heads, half-closed clients, interim responses, upgrades other
+//! than WebSocket, truncated responses, and backends that reset a request before
+//! answering it. Each test is one defect an outside review reproduced.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use limpet_e2e::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend written byte by byte: each connection's request head is read, kept in
+/// `heads`, and answered with `answer(head)`; `None` closes the connection at once.
+struct RawBackend {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a raw backend does with a request head: bytes to write, then whether to keep
+/// reading (and echoing every later byte back) or close.
+type Answer = fn(&str) -> Option<(Vec<u8>, bool)>;
+
+async fn raw_backend(answer: Answer) -> RawBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut b).await {
+                            Ok(1) => head.push(b[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    seen.lock().unwrap().push(head.clone());
+                    // A body the head announces is read before answering.
+                    let len: usize = head
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let Some((bytes, keep)) = answer(&head) else {
+                        return;
+                    };
+                    if s.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                    if !keep {
+                        return;
+                    }
+                    if head.to_ascii_lowercase().contains("upgrade:") {
+                        // Upgraded: echo whatever comes next, raw.
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = s.read(&mut buf).await {
+                            if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    RawBackend { addr, heads, task }
+}
+
+/// Reads from `s` until the connection closes or `until` appears in what came back.
+async fn read_until(s: &mut TcpStream, until: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !String::from_utf8_lossy(&out).contains(until) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// Defect 2: a head ending in bare `\n\n` (which the parser accepts) is a complete head
+/// for the deadlines too: a slow response is not cut by a 408, and a large body is not
+/// taken for a large head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_ending_in_bare_newlines_is_complete() {
+    let bs = backends("bl", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .server_key("request_header_timeout: 1s")
+        .server_key("max_request_header_bytes: 16KiB")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(b"GET /slow?ms=2200 HTTP/1.1\nHost: app\nConnection: close\n\n")
+        .await
+        .unwrap();
+    let (text, _) = until_closed(&mut s).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("slow 2200") && !text.contains("408"),
+        "{text:?}\n{}",
+        lb.log_text()
+    );
+
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let body = vec![b'x'; 100 * 1024];
+    s.write_all(
+        format!(
+            "POST /upload HTTP/1.1\nHost: app\nContent-Length: {}\nConnection: close\n\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s.write_all(&body).await.unwrap();
+    let (text, _) = until_closed(&mut s).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("102400"),
+        "{text:?}\n{}",
+        lb.log_text()
+    );
+}
+
+/// Defect 6: a pipelined request's head is under `request_header_timeout` and
+/// `max_request_header_bytes` like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_head_has_the_same_deadline_and_limit() {
+    let bs = backends("pd", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .server_key("request_header_timeout: 1s")
+        .server_key("max_request_header_bytes: 16KiB")
+        .start()
+        .await;
+    // The second head starts in the same write as the first request, then trickles.
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\nGET / HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (mut r, mut w) = s.split();
+    let trickle = async {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            if w.write_all(b"X-Slow: a\r\n").await.is_err() {
+                return;
+            }
+        }
+    };
+    let (_, (text, _)) = tokio::join!(trickle, until_closed(&mut r));
+    let took = started.elapsed();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(
+        text.contains("HTTP/1.1 408") && took < Duration::from_secs(6),
+        "closed after {took:?}: {text:?}\n{}",
+        lb.log_text()
+    );
+
+    // A pipelined head that never ends is refused once it passes the limit.
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\nGET / HTTP/1.1\r\nHost: app\r\nX-Big: ")
+        .await
+        .unwrap();
+    let _ = s.write_all(&[b'a'; 40 * 1024]).await;
+    let (text, took) = until_closed(&mut s).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("HTTP/1.1 431") && took < Duration::from_secs(5),
+        "after {took:?}: {text:?}\n{}",
+        lb.log_text()
+    );
+}
+
+/// Defect 9: a client that half-closes after its request still gets the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_gets_its_response() {
+    let bs = backends("hc", 1).await;
+    let lb = PoolSpec::new(&bs).cookie().start().await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let (text, _) = until_closed(&mut s).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("slow 300"),
+        "{text:?}\n{}",
+        lb.log_text()
+    );
+}
+
+/// Defect 8: an interim `100 Continue` is passed on as it is; only the final response
+/// gets the cookie and the debug header, and the session starts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_responses_get_no_cookie() {
+    let bs = backends("ic", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .cookie()
+        .server_key("debug_headers: true")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let interim = read_until(&mut s, "\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim:?}");
+    s.write_all(b"hello").await.unwrap();
+    let (rest, _) = until_closed(&mut s).await;
+    let text = interim + &rest;
+    let (head100, fin) = text.split_once("\r\n\r\n").unwrap();
+    let lower = head100.to_ascii_lowercase();
+    assert!(
+        !lower.contains("set-cookie")
+            && !lower.contains("x-limpet-backend")
+            && !lower.contains("cache-control"),
+        "the 100 was decorated: {head100:?}"
+    );
+    assert!(fin.starts_with("HTTP/1.1 200"), "{fin:?}");
+    assert_eq!(
+        fin.to_ascii_lowercase().matches("set-cookie: limpet=").count(),
+        1,
+        "{fin:?}"
+    );
+    assert!(fin.to_ascii_lowercase().contains("x-limpet-backend"), "{fin:?}");
+    assert_eq!(lb.web_sessions_started("cookie").await, 1.0);
+    let sessions = lb
+        .metric(&format!(
+            r#"limpet_backend_sessions{{backend="{}",pool="web"}}"#,
+            bs[0].id
+        ))
+        .await;
+    assert_eq!(sessions, 1.0, "one session, not two");
+}
+
+/// Defect 4: only WebSocket upgrades are tunnelled. `Upgrade: h2c` (and any other
+/// protocol) is taken out and the request proxied as a plain one, so no raw bytes reach
+/// a backend outside a routed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upgrades_are_not_tunnelled() {
+    // Switches protocols for anything that asks.
+    let rb = raw_backend(|head| {
+        if head.to_ascii_lowercase().contains("upgrade:") {
+            Some((
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec(),
+                true,
+            ))
+        } else {
+            Some((
+                b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nplain\n".to_vec(),
+                true,
+            ))
+        }
+    })
+    .await;
+    let lb = PoolSpec::new(&[]).backend("raw", rb.addr).start().await;
+    for proto in ["h2c", "foo/1"] {
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(
+            format!(
+                "GET / HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {proto}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: internal\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let (text, _) = until_closed(&mut s).await;
+        assert!(
+            text.starts_with("HTTP/1.1 200") && !text.contains(" 101 "),
+            "{proto}: {text:?}\n{}",
+            lb.log_text()
+        );
+    }
+    let heads = rb.heads.lock().unwrap().clone();
+    for h in &heads {
+        let lower = h.to_ascii_lowercase();
+        assert!(
+            !lower.contains("upgrade") && !lower.contains("http2-settings"),
+            "{h}"
+        );
+    }
+    // The second request of each connection was routed like any other: its head has
+    // limpet's forwarding headers.
+    let smuggled: Vec<_> = heads.iter().filter(|h| h.contains("/smuggled")).collect();
+    assert_eq!(smuggled.len(), 2, "{heads:?}");
+    assert!(smuggled
+        .iter()
+        .all(|h| h.to_ascii_lowercase().contains("x-forwarded-for")));
+}
+
+/// Defect 7: a backend that refuses an upgrade and then dies mid-body does not make
+/// the truncated response look complete, and passive health counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_response_to_a_refused_upgrade_is_not_completed() {
+    let rb = raw_backend(|_| {
+        Some((
+            b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
+            false,
+        ))
+    })
+    .await;
+    let lb = PoolSpec::new(&[])
+        .backend("raw", rb.addr)
+        .pool_key("passive_health: { max_fails: 1, window: 10s, cooldown: 30s }")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (text, _) = until_closed(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text:?}");
+    assert!(text.contains("hello"), "{text:?}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the truncated body was given an end: {text:?}"
+    );
+    let up = r#"limpet_backend_up{backend="raw",pool="web"}"#;
+    assert_eq!(lb.metric(up).await, 0.0, "{}", lb.log_text());
+}
+
+/// Point 6: a backend that closes a request's connection before sending a byte of its
+/// response costs no idempotent request an error: it is retried on another backend and
+/// counted. A request whose body reached the backend is not retried, nor is one whose
+/// response had begun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_resets_before_answering_is_retried_elsewhere() {
+    let dying = raw_backend(|_| None).await;
+    let bs = backends("rt", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .backend("dying", dying.addr)
+        .pool_key("passive_health: { max_fails: 1000, window: 10s, cooldown: 1s }")
+        .start()
+        .await;
+    let c = client();
+    for _ in 0..8 {
+        let r = c.get(lb.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", lb.log_text());
+    }
+    assert!(
+        !dying.heads.lock().unwrap().is_empty(),
+        "the dying backend was never tried"
+    );
+    let retried = lb
+        .metric(r#"limpet_backend_retries_total{backend="dying",pool="web"}"#)
+        .await;
+    assert_eq!(
+        retried as usize,
+        dying.heads.lock().unwrap().len(),
+        "{}",
+        lb.log_text()
+    );
+    // A POST whose body was sent is not replayed: it may have been acted on.
+    let mut failed = 0;
+    for _ in 0..4 {
+        let r = c.post(lb.url("/upload")).body("data").send().await.unwrap();
+        if r.status() == 502 {
+            failed += 1;
+        } else {
+            assert_eq!(r.status(), 200);
+        }
+    }
+    assert!(failed > 0, "no POST reached the dying backend");
+
+    // A response that had begun is never retried.
+    let half = raw_backend(|_| Some((b"HTTP/1.1 200 OK\r\nContent-Le".to_vec(), false))).await;
+    let bs2 = backends("rh", 1).await;
+    let lb = PoolSpec::new(&bs2).backend("half", half.addr).start().await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(c.get(lb.url("/")).send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses.contains(&502), "{statuses:?}");
+    assert_eq!(
+        lb.metric(r#"limpet_backend_retries_total{backend="half",pool="web"}"#)
+            .await,
+        0.0
+    );
+}
+
+/// Every `Cache-Control` line of a response that gets a cookie is read, not only the
+/// first: a `no-store` on a second line stays, and a `max-age` is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cache_control_line_is_read_before_a_cookie_is_added() {
+    let rb = raw_backend(|head| {
+        let lines = if head.contains("/nostore") {
+            "Cache-Control: public\r\nCache-Control: no-store\r\n"
+        } else {
+            "Cache-Control: public\r\nCache-Control: max-age=60\r\n"
+        };
+        Some((
+            format!("HTTP/1.1 200 OK\r\n{lines}Content-Length: 3\r\n\r\nok\n").into_bytes(),
+            true,
+        ))
+    })
+    .await;
+    let lb = PoolSpec::new(&[]).backend("raw", rb.addr).cookie().start().await;
+    let c = client();
+    let r = c.get(lb.url("/nostore")).send().await.unwrap();
+    assert!(r.headers().get("set-cookie").is_some());
+    let cc: Vec<_> = r
+        .headers()
+        .get_all("cache-control")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(cc.iter().any(|v| v.contains("no-store")), "{cc:?}");
+    let r = c.get(lb.url("/maxage")).send().await.unwrap();
+    assert!(r.headers().get("set-cookie").is_some());
+    let cc: Vec<_> = r
+        .headers()
+        .get_all("cache-control")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cc, ["private, max-age=60"], "{cc:?}");
+}
+
+/// Point 6, as users meet it: a backend killed under load, with requests in flight on
+/// it, costs no GET a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_under_load_costs_no_get_an_error() {
+    let mut bs = backends("kl", 3).await;
+    let lb = PoolSpec::new(&bs).start().await;
+    let url = lb.url("/slow?ms=300");
+    let users: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let c = client();
+                let mut statuses = Vec::new();
+                for _ in 0..6 {
+                    statuses.push(c.get(&url).send().await.map_or(0, |r| r.status().as_u16()));
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Kill one backend once requests are in flight on it.
+    let in_flight = format!(r#"limpet_backend_in_flight{{backend="{}",pool="web"}}"#, bs[0].id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lb.metric(&in_flight).await < 1.0 {
+        assert!(Instant::now() < deadline, "no request reached {}", bs[0].id);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bs.remove(0).kill().await;
+    for u in users {
+        let statuses = u.await.unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "{statuses:?}\n{}",
+            lb.log_text()
+        );
+    }
+}
