@@ -345,3 +345,171 @@ fn check_print_shows_the_effective_configuration_without_secrets() {
         .unwrap();
     assert!(!alone.status.success());
 }
+
+/// `limpet --check --print` on `yaml` with the secrets the examples read from the
+/// environment set: the printed configuration, or standard error.
+fn check_print(yaml: &str) -> Result<String, String> {
+    let path = scratch().join("printed.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(bin("limpet"))
+        .args(["--check", "--print", "--config"])
+        .arg(&path)
+        .env("LIMPET_TEST_KEY", TEST_SECRET)
+        .env("LIMPET_COOKIE_KEY", TEST_SECRET)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() && err.contains("configuration OK") {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(err)
+    }
+}
+
+/// The limpet configurations in `text`: the file itself when it has `listeners` and
+/// `pools`, or the values of a Kubernetes ConfigMap's `data` that have them. A file of
+/// several documents is never a limpet configuration (limpet reads one).
+fn limpet_configs(text: &str) -> Vec<String> {
+    let is_config = |v: &serde_yaml::Value| v.get("pools").is_some() && v.get("listeners").is_some();
+    let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return Vec::new();
+    };
+    if is_config(&v) {
+        return vec![text.to_string()];
+    }
+    if v.get("kind").and_then(|k| k.as_str()) != Some("ConfigMap") {
+        return Vec::new();
+    }
+    let data = v.get("data").and_then(|d| d.as_mapping()).into_iter().flatten();
+    data.filter_map(|(_, d)| d.as_str())
+        .filter(|inner| serde_yaml::from_str::<serde_yaml::Value>(inner).is_ok_and(|v| is_config(&v)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every limpet configuration the repository ships as a file: config.yaml and the
+/// YAML files under deploy/ and docs/ (whole, or inside a ConfigMap).
+fn example_configs() -> Vec<(String, String)> {
+    let root = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut files = vec![root.join("config.yaml")];
+    let mut dirs = vec![root.join("deploy"), root.join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.strip_prefix(&root).unwrap().display().to_string();
+        out.extend(limpet_configs(&text).into_iter().map(|c| (name.clone(), c)));
+    }
+    out
+}
+
+/// `printed` with the inline secrets the printer hides (by design) taken back from
+/// `original`, so that `--check` can load the keys.
+fn with_inline_secrets(printed: &str, original: &str) -> String {
+    let original: serde_yaml::Value = serde_yaml::from_str(original).unwrap();
+    let mut printed: serde_yaml::Value = serde_yaml::from_str(printed).unwrap();
+    if let Some(keys) = printed["cookie_keys"].as_sequence_mut() {
+        for (i, key) in keys.iter_mut().enumerate() {
+            if key.get("secret").is_some() {
+                key["secret"] = original["cookie_keys"][i]["secret"].clone();
+            }
+        }
+    }
+    if printed["session_store"].get("redis_url").is_some() {
+        printed["session_store"]["redis_url"] = original["session_store"]["redis_url"].clone();
+    }
+    serde_yaml::to_string(&printed).unwrap()
+}
+
+/// docs/operations.md: the configuration `limpet --check --print` writes is the same
+/// configuration. Fed back to `--check` it passes and prints the same text again, for
+/// every example configuration of the repository and the shapes the e2e tests build.
+#[test]
+fn the_printed_configuration_checks_and_prints_itself_again() {
+    let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let base = || {
+        PoolSpec::new(&[])
+            .backend("a", a)
+            .backend("b", "127.0.0.1:2".parse().unwrap())
+    };
+    let mut configs = example_configs();
+    assert!(
+        configs.iter().any(|(f, _)| f.starts_with("deploy")),
+        "{configs:?}"
+    );
+    let specs = [
+        ("cookie", base().cookie()),
+        (
+            "follow",
+            base().method("cookie: { name: LIMPET, follow: APPSESSION, max_ttl: 1h }"),
+        ),
+        (
+            "tables and hash",
+            base()
+                .method("header: { name: X-Session-Id, ttl: 2s, ttl_header: X-Ttl, max_ttl: 1h }")
+                .method("source_ip: { ttl: 15m, ipv4_prefix: 24 }")
+                .method("hash: {}")
+                .pool_key("balance: consistent_hash")
+                .pool_key("hash: { key: \"header:X-User\", balance_factor: 1.25 }"),
+        ),
+        (
+            "health",
+            base()
+                .cookie()
+                .pool_key("slow_start: 3s")
+                .pool_key("health_check: { kind: http, path: /healthz, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, expect_status: 503 }")
+                .pool_key("passive_health: { max_fails: 3, window: 10s, cooldown: 2s }")
+                .pool_key("rebalance: { max_share_per_minute: 10%, min_age: 2s }")
+                .pool_key("on_backend_down: strict")
+                .state("b", "draining")
+                .weight("a", 3),
+        ),
+        (
+            "server",
+            base()
+                .cookie()
+                .server_key("trusted_proxies: [127.0.0.1/32, \"10.0.0.7\"]")
+                .server_key("max_request_header_bytes: 16KiB")
+                .server_key("request_header_timeout: 1500ms")
+                .server_key("access_log_query: false")
+                .server_key("log_format: json")
+                .host("*.example.com"),
+        ),
+    ];
+    configs.extend(
+        specs
+            .into_iter()
+            .map(|(name, spec)| (name.to_string(), spec.yaml())),
+    );
+    let dir = scratch();
+    let (cert, key) = self_signed(&dir, "edge", &["example.com"], Key::EcdsaP256, "limpet");
+    configs.push((
+        "tls listener".into(),
+        format!(
+            "listeners:\n  - {{ address: \"127.0.0.1:1\", tls: {{ certificates: [ {{ cert: \"{}\", key: \"{}\" }} ], hsts: 180d }} }}\n  \
+             - {{ address: \"127.0.0.1:2\", h2c: true, redirect_https: true, max_connections: 10 }}\n\
+             admin: {{ address: \"127.0.0.1:3\" }}\n\
+             cookie_keys: [ {{ id: k1, secret_env: LIMPET_TEST_KEY }} ]\n\
+             routes: [ {{ host: example.com, path_prefix: /, pool: web }} ]\n\
+             pools:\n  web:\n    backends: [ {{ id: a, address: \"127.0.0.1:4\" }} ]\n",
+            cert.display(),
+            key.display()
+        ),
+    ));
+    for (name, yaml) in &configs {
+        let first = check_print(yaml).unwrap_or_else(|e| panic!("{name}: --check --print refused it: {e}"));
+        let again = check_print(&with_inline_secrets(&first, yaml))
+            .unwrap_or_else(|e| panic!("{name}: --check refused its own printout: {e}\n{first}"));
+        assert_eq!(first, again, "{name}: printed differently the second time");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

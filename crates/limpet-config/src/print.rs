@@ -206,7 +206,9 @@ fn persistence(p: &Persistence) -> Value {
             Map::default()
                 .with("name", s(&c.name))
                 .opt("follow", c.follow.as_ref().map(s))
-                .with("ttl", d(c.ttl))
+                // A followed cookie takes its lifetime from the application's, and
+                // validation refuses a ttl beside `follow` (the model's ttl is max_ttl).
+                .opt("ttl", c.follow.is_none().then(|| d(c.ttl)))
                 .with("max_ttl", d(c.max_ttl))
                 .with("path", s(&c.path))
                 .opt("domain", c.domain.as_ref().map(s))

@@ -664,8 +664,14 @@ cookie_keys:
 session_store: { kind: redis, redis_url_env: REDIS_URL, key_prefix: "app:", timeout: 20ms }
 routes:
   - { host: "*.example.com", path_prefix: /api, pool: api }
+  - { host: "*", path_prefix: /app, pool: app }
   - { host: "*", path_prefix: /, pool: web }
 pools:
+  app:
+    persistence:
+      - cookie: { name: LIMPET_APP, follow: APPSESSION, max_ttl: 2h }
+    backends:
+      - { id: app-1, address: "127.0.0.1:7001" }
   web:
     balance: least_requests
     persistence:
