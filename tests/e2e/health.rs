@@ -81,6 +81,7 @@ async fn dead_backend_leaves_and_returns_under_slow_start() {
     // sessions go to it, ramping up; nobody is moved back.
     let back = Backend::start("hc-2", addr).await.unwrap();
     wait_up(&lb, "hc-2", 1.0).await;
+    lb.wait_log("ramping up with slow start").await;
     let recovered = Instant::now();
     let mut early = 0;
     let mut early_total = 0;
@@ -479,4 +480,25 @@ async fn http_checks_follow_expect_status() {
     assert!(lb.reload_spec(&spec.pool_key(&check("503"))).await);
     wait_up(&lb, "es-1", 1.0).await;
     assert_eq!(get(&client(), &lb.url("/"), &[], "LIMPET").await.status, 200);
+}
+
+/// A backend's recovery is logged without a word of slow start in a pool that does
+/// not ramp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_without_slow_start_logs_no_ramp() {
+    let mut bs = backends("nr", 2).await;
+    let lb = PoolSpec::new(&bs)
+        .cookie()
+        .pool_key("health_check: { kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }")
+        .start()
+        .await;
+    let dead = bs.remove(0);
+    let addr = dead.addr;
+    dead.kill().await;
+    wait_up(&lb, "nr-1", 0.0).await;
+    let _back = Backend::start("nr-1", addr).await.unwrap();
+    wait_up(&lb, "nr-1", 1.0).await;
+    lb.wait_log("backend is up again").await;
+    let log = lb.log_text();
+    assert!(!log.contains("slow start"), "{log}");
 }

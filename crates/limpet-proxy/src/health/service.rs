@@ -35,8 +35,10 @@ impl HealthService {
             for b in &pool.backends {
                 if let Some(up) = b.live.health.report(now) {
                     b.metrics.up.set(i64::from(up));
-                    if up {
+                    if up && pool.slow_start.is_some() {
                         tracing::warn!(pool = %pool.id, backend = %b.id, "backend is up again: it takes new sessions (ramping up with slow start), its old sessions stay where they moved");
+                    } else if up {
+                        tracing::warn!(pool = %pool.id, backend = %b.id, "backend is up again: it takes new sessions, its old sessions stay where they moved");
                     } else {
                         tracing::warn!(pool = %pool.id, backend = %b.id, "backend is down: its sessions move to other backends (or get 503 in a strict pool)");
                     }
