@@ -29,11 +29,24 @@ pub struct Front<A> {
     /// Read a PROXY header before the first request.
     pub proxy_protocol: bool,
     pub inner: Arc<A>,
+    /// The hyper HTTP/1 driver of the engine gate (`LIMPET_ENGINE=hyper`), for plain
+    /// listeners: see [`crate::gate`].
+    pub hyper: Option<Arc<crate::gate::HyperH1>>,
 }
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        if let Some(hyper) = &self.hyper {
+            let snap = self.shared.current.load_full();
+            let _open = OpenConnection::admit(&self.shared, &snap, self.listener)?;
+            let peer = stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+            drop(snap);
+            hyper.serve(stream, peer, false).await;
+            return None;
+        }
         // Above max_connections the connection closes at once; established ones stay.
         let (_open, mut guarded) = {
             // One snapshot for the connection's set-up (an Arc: the PROXY read awaits).

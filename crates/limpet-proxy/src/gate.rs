@@ -1,0 +1,225 @@
+//! The measured gate of the HTTP/1 engine question (issue 21): limpet's real decision
+//! path served by hyper instead of Pingora's HTTP/1 proxy, inside Pingora's server.
+//! Pingora keeps the listeners, TLS, HTTP/2, graceful restart and the upstream
+//! connector; hyper serves the client's HTTP/1 connection and speaks HTTP/1 to the
+//! backend over a stream from Pingora's connector, kept in a small pool.
+//!
+//! Per request it runs what the Pingora driver runs: routing, the persistence chain,
+//! the picker and in-flight slot ([`Attempt`]), forwarding headers and `X-Request-Id`,
+//! the session tables, the affinity cookie and `Cache-Control: private`. It does not
+//! (yet) run failover, limpet's own error pages, passive health, the access log or
+//! upgrades: it exists to be measured against the Pingora path in one run
+//! (`LIMPET_ENGINE=hyper`, see docs/performance.md), never in production.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use limpet_affinity::{private_cache_control, Scheme};
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::Stream;
+
+use crate::attempt::{peer_for, Attempt};
+use crate::clock::unix_now;
+use crate::persist::{self, RequestView};
+use crate::request;
+use crate::shared::Shared;
+use crate::snapshot::Snapshot;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Whether `LIMPET_ENGINE=hyper` asks for this path on plain HTTP/1 listeners.
+pub fn wanted() -> bool {
+    std::env::var("LIMPET_ENGINE").is_ok_and(|v| v == "hyper")
+}
+
+/// The hyper driver of one listener.
+pub struct HyperH1 {
+    shared: Arc<Shared>,
+    connector: TransportConnector,
+    /// Idle upstream connections by backend address.
+    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>,
+}
+
+impl HyperH1 {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            connector: TransportConnector::new(None),
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Serves one client connection to its end.
+    pub async fn serve(self: &Arc<Self>, stream: Stream, peer: Option<IpAddr>, tls: bool) {
+        let snap = self.shared.current.load();
+        let server = &snap.config.server;
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.request_header_timeout)
+            .max_buf_size(server.max_request_header_bytes.max(8192))
+            .keep_alive(true);
+        drop(snap);
+        let this = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let this = this.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, peer, tls).await) }
+        });
+        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: Option<IpAddr>, tls: bool) -> Response<Body> {
+        let snap = self.shared.current.load_full();
+        let (mut parts, body) = req.into_parts();
+        let host = request::host(&parts.uri, &parts.headers).into_owned();
+        let Some(pool_index) = snap.route(&host, parts.uri.path().as_bytes()) else {
+            return plain(StatusCode::NOT_FOUND);
+        };
+        let pool = &snap.pools[pool_index];
+        let trusted = &snap.config.server.trusted_proxies;
+        let client = peer.map(|p| request::client_ip(p, &parts.headers, trusted));
+        let request_id = request::request_id(peer, &parts.headers, trusted);
+        let mut attempt = Attempt::default();
+        attempt.pool = Some(pool_index);
+        let mut view = RequestView {
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            path: parts.uri.path().as_bytes(),
+            client,
+            hash_key: None,
+        };
+        if pool.hashes() {
+            view.hash_key = persist::hash_key(&pool.hash.key, &view);
+            attempt.hash_key = view.hash_key;
+        }
+        let resolution = persist::resolve(&snap, pool, self.shared.store.as_ref(), &view, unix_now()).await;
+        attempt.resolved(resolution);
+        let Some(i) = attempt.next_attempt(pool) else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let address = pool.backends[i].address;
+        let scheme = if tls { Scheme::Https } else { Scheme::Http };
+        forwarding(&mut parts.headers, peer, scheme);
+        parts.headers.insert("x-request-id", request_id);
+        let up = Request::from_parts(parts, body);
+        let Some(mut sender) = self.sender(&snap, pool_index, i).await else {
+            return plain(StatusCode::BAD_GATEWAY);
+        };
+        let resp = match sender.send_request(up).await {
+            Ok(r) => r,
+            Err(_) => return plain(StatusCode::BAD_GATEWAY),
+        };
+        // Ready again once this response's body has been read; `sender` picks only
+        // ready ones.
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.entry(address).or_default().push(sender);
+        }
+        let (mut head, body) = resp.into_parts();
+        persist::record_tables(
+            self.shared.store.as_ref(),
+            pool,
+            &attempt.evals,
+            i,
+            attempt.served(),
+            unix_now(),
+        )
+        .await;
+        decorate(&snap, &attempt, i, scheme, &mut head.headers);
+        Response::from_parts(head, body.boxed())
+    }
+
+    /// A ready idle connection to backend `i`, or a new one.
+    async fn sender(&self, snap: &Snapshot, pool: usize, i: usize) -> Option<SendRequest<Incoming>> {
+        let p = &snap.pools[pool];
+        let address = p.backends[i].address;
+        if let Ok(mut idle) = self.idle.lock() {
+            if let Some(list) = idle.get_mut(&address) {
+                list.retain(|s| !s.is_closed());
+                if let Some(at) = list.iter().position(SendRequest::is_ready) {
+                    return Some(list.swap_remove(at));
+                }
+            }
+        }
+        let peer = peer_for(snap, p, i);
+        let stream = self.connector.new_stream(&peer).await.ok()?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Some(sender)
+    }
+}
+
+/// `X-Forwarded-For` (appended), `Forwarded` and `X-Forwarded-Proto`, as the Pingora
+/// driver's `exchange::forwarding_headers` writes them.
+fn forwarding(headers: &mut HeaderMap, peer: Option<IpAddr>, scheme: Scheme) {
+    let proto = match scheme {
+        Scheme::Https => "https",
+        Scheme::Http => "http",
+    };
+    if let Some(peer) = peer {
+        let ip = peer.to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) if !earlier.trim().is_empty() => format!("{}, {ip}", earlier.trim()),
+            _ => ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::try_from(xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+        let forwarded = match peer {
+            IpAddr::V4(_) => format!("for={ip};proto={proto}"),
+            IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={proto}"),
+        };
+        if let Ok(v) = HeaderValue::try_from(forwarded) {
+            headers.append(http::header::FORWARDED, v);
+        }
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+}
+
+/// The affinity cookie, `Cache-Control: private` and the debug header, as
+/// `exchange::decorate_response` adds them.
+fn decorate(snap: &Snapshot, attempt: &Attempt, i: usize, scheme: Scheme, headers: &mut HeaderMap) {
+    let Some(pool) = attempt.pool(snap) else { return };
+    if let Some(keys) = &snap.keyring {
+        let to = persist::Issuer {
+            keys,
+            pool,
+            backend: i,
+            scheme,
+            now: unix_now(),
+        };
+        let cookies = persist::set_cookies(&to, &attempt.evals, attempt.served(), headers);
+        let issued = !cookies.is_empty();
+        for c in cookies {
+            if let Ok(v) = HeaderValue::try_from(c) {
+                headers.append(http::header::SET_COOKIE, v);
+            }
+        }
+        if issued {
+            let existing = headers.get(http::header::CACHE_CONTROL).map(|v| v.as_bytes());
+            if let Some(cc) = private_cache_control(existing).and_then(|c| HeaderValue::try_from(c).ok()) {
+                headers.insert(http::header::CACHE_CONTROL, cc);
+            }
+        }
+    }
+    if snap.config.server.debug_headers {
+        if let Ok(v) = HeaderValue::try_from(pool.backends[i].id.as_str()) {
+            headers.insert("x-limpet-backend", v);
+        }
+    }
+}
+
+fn plain(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    r
+}
