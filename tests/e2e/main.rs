@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod cookie;
 mod deploy;
+mod draining;
 mod edge;
 mod failover;
 mod health;

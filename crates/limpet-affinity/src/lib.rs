@@ -10,7 +10,7 @@ mod issue;
 mod resolve;
 
 pub use app::{app_cookie, AppCookie, MAX_APP_VALUE};
-pub use chain::{stored, verdict, Verdict};
+pub use chain::{hashed, stored, verdict, Standing, Verdict};
 pub use codec::{
     decode, encode, encode_session, KeyError, Keyring, Reject, Scope, SigningKey, Ticket, MAX_ENCODED_LEN,
     MIN_SECRET_LEN,

@@ -4,14 +4,17 @@
 //!
 //! Methods after the one that hits are not consulted. A method that has nothing to go
 //! on (no session header, no hash key) is skipped without a decision. Table lookups
-//! that fail count as a miss, never as an error for the client.
+//! that fail count as a miss, never as an error for the client. A hash key is no
+//! session record: it places the request like a new session, only on a backend that
+//! takes new ones ([`limpet_affinity::hashed`]).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use http::HeaderMap;
 use limpet_affinity::{
-    cookie_values, resolve_cookie, CookieLookup, Held, Issue, Outcome, Scope, Verdict, MAX_APP_VALUE,
+    cookie_values, resolve_cookie, CookieLookup, Held, Issue, Outcome, Scope, Standing, Verdict,
+    MAX_APP_VALUE,
 };
 use limpet_config::{HashKey, Persistence};
 use limpet_sessions::{SessionStore, TableKey};
@@ -92,6 +95,18 @@ pub fn hash_key(key: &HashKey, req: &RequestView<'_>) -> Option<u64> {
         .map(hash),
         HashKey::Query(name) => query_param(req.query, name).map(hash),
         HashKey::Path => Some(hash(req.path)),
+    }
+}
+
+/// Where backend `i` stands for the chain at `clock` (monotonic milliseconds).
+fn standing(pool: &PoolRt, i: usize, clock: u64) -> Standing {
+    let b = &pool.backends[i];
+    if b.takes_new(clock) {
+        Standing::TakesNew
+    } else if b.keeps_sessions(clock) {
+        Standing::KeepsOnly
+    } else {
+        Standing::Out
     }
 }
 
@@ -176,20 +191,19 @@ pub async fn resolve(
             }
             Persistence::Hash => {
                 let Some(key) = req.hash_key else { continue };
-                let keeps = |i: usize| pool.backends[i].keeps_sessions(clock);
-                match pool.hash_owner(key) {
-                    // The key's own backend: within the load bound, or the next one
-                    // of the ring that has room (that is bounded loads, not a miss).
-                    Some(owner) if keeps(owner) => match pool.hash.balance_factor {
-                        None => (Outcome::Hit, Some(owner)),
-                        Some(_) => (Outcome::Hit, pool.hash_pick(key, keeps)),
-                    },
-                    // Its backend cannot keep it: a strict pool refuses; otherwise the
-                    // key moves to the next usable backend of the ring, and only the
-                    // keys of that backend move.
-                    Some(_) => (Outcome::BackendDown, pool.hash_pick(key, keeps)),
-                    None => continue,
-                }
+                let Some(owner) = pool.hash_owner(key) else {
+                    continue;
+                };
+                let standing = standing(pool, owner, clock);
+                // The key goes where a new session would (see `hashed`): its owner
+                // while that takes new sessions and has room under the load bound,
+                // else the next backend of the ring that does. Only the keys of an
+                // owner that takes none (draining, disabled, down) move.
+                let placed = match (standing, pool.hash.balance_factor) {
+                    (Standing::TakesNew, None) => Some(owner),
+                    _ => pool.hash_pick(key, |i| pool.takes_new(i, clock)),
+                };
+                limpet_affinity::hashed(standing, placed)
             }
         };
         // Rebalancing: an old enough session on an over-loaded backend moves, within
@@ -220,3 +234,6 @@ pub async fn resolve(
     }
     res
 }
+
+#[cfg(test)]
+mod tests;
