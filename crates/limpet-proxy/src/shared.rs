@@ -50,6 +50,9 @@ pub struct ListenerConnections {
     pub refused: IntCounter,
     /// Whether the listener was last seen at its limit (logged once per transition).
     pub full: AtomicBool,
+    /// Slots taken: the count `max_connections` is checked against, taken before the
+    /// check so that two accepts cannot both win the last slot.
+    taken: AtomicUsize,
 }
 
 impl Shared {
@@ -85,6 +88,7 @@ impl Shared {
                     open,
                     refused,
                     full: AtomicBool::new(false),
+                    taken: AtomicUsize::new(0),
                 }
             })
             .collect();
@@ -193,8 +197,13 @@ impl<'a> OpenConnection<'a> {
             .get(listener)
             .and_then(|l| l.max_connections)
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-        let open_here = usize::try_from(conns.open.get()).unwrap_or(0);
-        if shared.open_connections.load(Ordering::Relaxed) >= server_max || open_here >= listener_max {
+        // Each count is taken first and checked after, one atomic step each: of two
+        // accepts racing for the last slot, one sees the other's count.
+        let total = shared.open_connections.fetch_add(1, Ordering::Relaxed);
+        let here = conns.taken.fetch_add(1, Ordering::Relaxed);
+        if total >= server_max || here >= listener_max {
+            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+            conns.taken.fetch_sub(1, Ordering::Relaxed);
             conns.refused.inc();
             if !conns.full.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -208,7 +217,6 @@ impl<'a> OpenConnection<'a> {
         if conns.full.swap(false, Ordering::Relaxed) {
             tracing::info!("client connections below max_connections again: accepting");
         }
-        shared.open_connections.fetch_add(1, Ordering::Relaxed);
         conns.open.inc();
         Some(Self { shared, listener })
     }
@@ -218,6 +226,7 @@ impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         if let Some(c) = self.shared.connections.get(self.listener) {
+            c.taken.fetch_sub(1, Ordering::Relaxed);
             c.open.dec();
         }
     }

@@ -278,3 +278,47 @@ fn a_retry_that_follows_no_connect_failure_keeps_the_pin() {
     assert_eq!(at.next_attempt(pool), Some(1), "retried on the pinned backend");
     assert_eq!(at.connect_failed(pool, &refused()), AfterConnectFailure::Strict);
 }
+
+/// Connections racing for a listener's last slot: at most `max_connections` are ever
+/// admitted at once, however their threads interleave.
+#[test]
+fn max_connections_holds_under_concurrent_accepts() {
+    use std::sync::Barrier;
+
+    use crate::access::AccessLog;
+    use crate::shared::{OpenConnection, Shared};
+
+    let text = yaml(&["a"], "").replace(
+        "listeners: [ { address: \"127.0.0.1:1\" } ]",
+        "listeners: [ { address: \"127.0.0.1:1\", max_connections: 1 } ]",
+    );
+    let m = Metrics::new().unwrap();
+    let snap = build(&text, &m, None, 0);
+    let access = AccessLog::open(None, limpet_config::LogFormat::Text).unwrap();
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(1000));
+    let shared = Shared::new(snap, m, store, access);
+    let threads = 4;
+    let mut most = 0;
+    for _ in 0..3000 {
+        let start = Barrier::new(threads);
+        let held = Barrier::new(threads);
+        let admitted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let snap = shared.current.load_full();
+                    start.wait();
+                    let open = OpenConnection::admit(&shared, &snap, 0);
+                    if open.is_some() {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // Every thread has tried before any slot is given back.
+                    held.wait();
+                    drop(open);
+                });
+            }
+        });
+        most = most.max(admitted.into_inner());
+    }
+    assert_eq!(most, 1, "more connections admitted at once than max_connections");
+}
