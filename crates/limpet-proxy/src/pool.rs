@@ -157,8 +157,9 @@ impl PoolRt {
         self.picker.hash_pick(key, eligible, &|i| self.in_flight(i))
     }
 
-    /// The backend that owns `key` on the ring, whatever its state and load: where
-    /// the key's session lives while that backend can keep it.
+    /// The backend that owns `key` on the ring, whatever its state and load: where a
+    /// request with that key goes while the backend takes new sessions (a key is no
+    /// session record, so a draining owner's keys walk on).
     pub fn hash_owner(&self, key: u64) -> Option<usize> {
         self.picker.hash_owner(key)
     }
