@@ -482,6 +482,120 @@ async fn http_checks_follow_expect_status() {
     assert_eq!(get(&client(), &lb.url("/"), &[], "LIMPET").await.status, 200);
 }
 
+/// Waits (bounded) until the series `series` of `/metrics` is at least `least`.
+async fn wait_metric(lb: &Limpet, series: &str, least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lb.metric(series).await < least {
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {least}: {}",
+            lb.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A reload that removes a pool's active checks lifts the down verdict they gave:
+/// nothing would ever test the backend again. It takes new sessions once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_active_checks_lifts_their_down_verdict() {
+    let mut bs = backends("rc", 2).await;
+    let spec = PoolSpec::new(&bs).cookie();
+    let lb = spec
+        .clone()
+        .pool_key("health_check: { kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }")
+        .start()
+        .await;
+    let dead = bs.remove(0);
+    let addr = dead.addr;
+    dead.kill().await;
+    wait_up(&lb, "rc-1", 0.0).await;
+    // The same configuration without health_check, while rc-1 is still dead.
+    assert!(lb.reload_spec(&spec).await);
+    wait_up(&lb, "rc-1", 1.0).await;
+    let _back = Backend::start("rc-1", addr).await.unwrap();
+    let c = client();
+    let mut on_it = 0;
+    for _ in 0..20 {
+        let r = get(&c, &lb.url("/"), &[], "LIMPET").await;
+        assert_eq!(r.status, 200);
+        on_it += usize::from(r.backend == "rc-1");
+    }
+    assert_eq!(on_it, 10, "new sessions on rc-1, of 20 (round robin)");
+}
+
+/// A reload that shortens the check interval: the next check comes by the new
+/// interval, not `interval` of the old one after the last check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_check_interval_applies_at_the_reload() {
+    let bs = backends("iv", 1).await;
+    let check =
+        |interval: &str| format!("health_check: {{ kind: tcp, interval: {interval}, timeout: 500ms }}");
+    let spec = PoolSpec::new(&bs).cookie();
+    let lb = spec.clone().pool_key(&check("1h")).start().await;
+    let ok = r#"limpet_health_check_total{backend="iv-1",pool="web",result="ok"}"#;
+    wait_metric(&lb, ok, 1.0).await;
+    assert!(lb.reload_spec(&spec.pool_key(&check("100ms"))).await);
+    // An hour after the first check under the old schedule; a few tenths of a second
+    // under the new one.
+    wait_metric(&lb, ok, 3.0).await;
+}
+
+/// A check in flight when a reload moves its backend to another address tested an
+/// address that is no longer the backend's: its result counts for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_flight_at_an_address_change_counts_for_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+    // The old address accepts and never answers: its check fails at its timeout.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, z) = (accepted.clone(), closed.clone());
+    let acceptor = tokio::spawn(async move {
+        while let Ok((mut s, _)) = mute.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let z = z.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                z.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let live = backends("ac", 1).await;
+    let base = PoolSpec::new(&[]).cookie().pool_key(
+        "health_check: { kind: http, path: /healthz, interval: 200ms, timeout: 3s, rise: 3, fall: 1 }",
+    );
+    let lb = base.clone().backend("ac-1", mute_addr).start().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no check reached the old address");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(lb.reload_spec(&base.backend("ac-1", live[0].addr)).await);
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        0,
+        "the reload came after the check's timeout: nothing was in flight"
+    );
+    // The old check ends (limpet closes its connection at the timeout), then a check
+    // of the new address ends after it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the old address's check never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ok = r#"limpet_health_check_total{backend="ac-1",pool="web",result="ok"}"#;
+    let passed = lb.metric(ok).await;
+    wait_metric(&lb, ok, passed + 1.0).await;
+    let log = lb.log_text();
+    assert!(!log.contains("backend is down"), "{log}");
+    assert_eq!(up(&lb, "ac-1").await, 1.0);
+    acceptor.abort();
+}
+
 /// A backend's recovery is logged without a word of slow start in a pool that does
 /// not ramp.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

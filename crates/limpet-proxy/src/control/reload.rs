@@ -127,6 +127,7 @@ fn swap_in(shared: &Shared, path: &std::path::Path) -> Result<(u64, Arc<Snapshot
     // old snapshot meanwhile would bring them back, so the two never overlap.
     let _series = shared.series_lock();
     let next = Snapshot::build(loaded, generation, &shared.metrics, Some(&current), now_ms());
+    crate::health::carry_checks(&current, &next);
     Ok((generation, shared.current.swap(Arc::new(next))))
 }
 

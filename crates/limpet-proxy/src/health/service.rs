@@ -64,10 +64,14 @@ impl BackgroundService for HealthService {
                 _ = tick.tick() => {
                     let now = now_ms();
                     let snap = self.shared.current.load_full();
+                    // A check's result counts only while what it tested (the
+                    // backend's address, the pool's checks) is what this generation
+                    // configures: `Health::retarget`.
+                    let generation = snap.generation;
                     for pool in &snap.pools {
                         let Some(hc) = &pool.health_check else { continue };
                         for (i, b) in pool.backends.iter().enumerate() {
-                            if !b.live.health.check_due(now) {
+                            if !b.live.health.check_due(generation, hc.interval, now) {
                                 continue;
                             }
                             let (health, metrics, peer, hc) =
@@ -75,9 +79,9 @@ impl BackgroundService for HealthService {
                             let connectors = self.connectors.clone();
                             probes.spawn(async move {
                                 let ok = probe(&connectors, peer, &hc).await;
-                                metrics.count_check(ok);
-                                health.record_check(ok, &hc);
-                                health.check_done(hc.interval, now_ms());
+                                if health.check_done(generation, ok, &hc, now_ms()) {
+                                    metrics.count_check(ok);
+                                }
                             });
                         }
                     }
