@@ -357,14 +357,12 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
     let access = AccessLog::open(server_cfg.access_log_file.clone(), server_cfg.log_format)
         .with_context(|| format!("opening the access log {:?}", server_cfg.access_log_file))?;
     let shared = Arc::new(Shared::new(snapshot, metrics, store, access));
-    // The access-log file's buffer goes out every second (and at stop, below).
+    // The access log's buffer goes out at most 100 ms after a line came (or sooner when
+    // it fills), and at stop, below.
     let flusher = shared.clone();
     std::thread::Builder::new()
         .name("limpet-access-log".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            flusher.access.flush();
-        })
+        .spawn(move || flusher.access.run_flusher())
         .context("starting the access-log thread")?;
     let for_signals = shared.clone();
     let for_exit = shared.clone();
@@ -420,6 +418,8 @@ fn run(cli: Cli, loaded: Loaded) -> anyhow::Result<Stopped> {
         .spawn(move || limpet_proxy::when_listening(addresses, std::time::Duration::from_secs(60)))
         .context("starting the readiness thread")?;
     let stopped = stopped.recv().context("the server thread ended without a word");
+    // What the access log holds goes out last: a graceful stop has let its requests
+    // finish (and log) by now.
     for_exit.access.flush();
     stopped
 }

@@ -1,9 +1,9 @@
 //! Stopping: which signals stop limpet and how, and the wait for in-flight requests.
 //!
 //! [`Signals`] is the watcher Pingora's main loop waits on: SIGTERM stops gracefully,
-//! SIGINT at once, SIGQUIT hands the listeners to a new process (`-u`). SIGUSR1 reopens
-//! the access-log file (for logrotate); SIGUSR2 is logged and ignored, so that an
-//! HAProxy habit never kills limpet.
+//! SIGINT at once, SIGQUIT hands the listeners to a new process (`-u`). SIGUSR1 writes
+//! out the access log's buffer and reopens its file (for logrotate); SIGUSR2 is logged
+//! and ignored, so that an HAProxy habit never kills limpet.
 //!
 //! Pingora waits its whole grace period after SIGTERM even when nothing is in flight.
 //! [`Drain`] watches the requests in progress once the listeners close and says
