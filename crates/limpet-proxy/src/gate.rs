@@ -150,7 +150,9 @@ impl HyperH1 {
         }
         let peer = peer_for(snap, p, i);
         let stream = self.connector.new_stream(&peer).await.ok()?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
