@@ -30,7 +30,7 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # The guard runs last: it fails `make bench` while limpet's CPU per request is above
-# 1.3x HAProxy's (issue 13), after every figure has been printed.
+# 1.5x HAProxy's (issue 21), after every figure has been printed.
 bench: build
 	scripts/bench.sh | tee target/bench-anchors.txt
 	SECS=$${SECS:-5} scripts/bench-tls.sh
