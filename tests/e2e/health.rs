@@ -17,15 +17,8 @@ async fn up(lb: &Limpet, backend: &str) -> f64 {
 
 /// Waits (bounded) until `limpet_backend_up` of `backend` is `want`.
 async fn wait_up(lb: &Limpet, backend: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while up(lb, backend).await != want {
-        assert!(
-            Instant::now() < deadline,
-            "{backend} never became up={want}: {}",
-            lb.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let series = format!(r#"limpet_backend_up{{backend="{backend}",pool="web"}}"#);
+    lb.wait_metric(&series, |v| v == want).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,18 +475,6 @@ async fn http_checks_follow_expect_status() {
     assert_eq!(get(&client(), &lb.url("/"), &[], "LIMPET").await.status, 200);
 }
 
-/// Waits (bounded) until the series `series` of `/metrics` is at least `least`.
-async fn wait_metric(lb: &Limpet, series: &str, least: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lb.metric(series).await < least {
-        assert!(
-            Instant::now() < deadline,
-            "{series} never reached {least}: {}",
-            lb.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A reload that removes a pool's active checks lifts the down verdict they gave:
 /// nothing would ever test the backend again. It takes new sessions once it is back.
@@ -534,11 +515,11 @@ async fn a_shorter_check_interval_applies_at_the_reload() {
     let spec = PoolSpec::new(&bs).cookie();
     let lb = spec.clone().pool_key(&check("1h")).start().await;
     let ok = r#"limpet_health_check_total{backend="iv-1",pool="web",result="ok"}"#;
-    wait_metric(&lb, ok, 1.0).await;
+    lb.wait_metric(ok, |v| v >= 1.0).await;
     assert!(lb.reload_spec(&spec.pool_key(&check("100ms"))).await);
     // An hour after the first check under the old schedule; a few tenths of a second
     // under the new one.
-    wait_metric(&lb, ok, 3.0).await;
+    lb.wait_metric(ok, |v| v >= 3.0).await;
 }
 
 /// A check in flight when a reload moves its backend to another address tested an
@@ -589,7 +570,7 @@ async fn a_check_in_flight_at_an_address_change_counts_for_nothing() {
     }
     let ok = r#"limpet_health_check_total{backend="ac-1",pool="web",result="ok"}"#;
     let passed = lb.metric(ok).await;
-    wait_metric(&lb, ok, passed + 1.0).await;
+    lb.wait_metric(ok, |v| v >= passed + 1.0).await;
     let log = lb.log_text();
     assert!(!log.contains("backend is down"), "{log}");
     assert_eq!(up(&lb, "ac-1").await, 1.0);

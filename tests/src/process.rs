@@ -261,6 +261,24 @@ impl Limpet {
             .any(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
     }
 
+    /// Waits (bounded, 10 s) until the series `series` of `/metrics` has a value
+    /// `ok` accepts; fails with limpet's log otherwise.
+    pub async fn wait_metric(&self, series: &str, ok: impl Fn(f64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.metric(series).await;
+            if ok(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} stayed at {value}: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (bounded, 10 s) until limpet's log contains `needle`.
     pub async fn wait_log(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);

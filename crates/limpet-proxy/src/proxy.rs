@@ -19,7 +19,7 @@ use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::access::{AccessLog, Entry};
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
@@ -322,6 +322,23 @@ impl ProxyHttp for Limpet {
             e.set_retry(retry);
         }
         e.more_context(format!("Peer: {peer}"))
+    }
+
+    /// Pingora warns for every retried attempt; limpet counts them instead
+    /// (`limpet_backend_connect_errors_total`, `limpet_backend_retries_total`) and logs
+    /// at debug, so that a backend dying under load cannot fill the log.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &Ctx,
+        error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        let retry = matches!(context, ProxyWarnLogContext::UpstreamRetry);
+        if retry {
+            tracing::debug!(error = %error, "attempt failed: retried");
+        }
+        retry
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
