@@ -381,11 +381,7 @@ async fn a_backend_that_resets_before_answering_is_retried_elsewhere() {
     );
     // A retry is counted, not a warning: a dying backend under load must not fill the
     // log.
-    assert!(
-        !lb.log_text().contains("retry: true"),
-        "{}",
-        lb.log_text()
-    );
+    assert!(!lb.log_text().contains("retry: true"), "{}", lb.log_text());
     // A POST whose body was sent is not replayed: it may have been acted on.
     let mut failed = 0;
     for _ in 0..4 {

@@ -475,7 +475,6 @@ async fn http_checks_follow_expect_status() {
     assert_eq!(get(&client(), &lb.url("/"), &[], "LIMPET").await.status, 200);
 }
 
-
 /// A reload that removes a pool's active checks lifts the down verdict they gave:
 /// nothing would ever test the backend again. It takes new sessions once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
