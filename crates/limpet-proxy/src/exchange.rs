@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use limpet_affinity::{private_cache_control, Scheme};
 use limpet_metrics::{ResponseCounters, ResponseKind};
 use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
@@ -319,14 +319,14 @@ fn respond<'a>(
 /// Adds the forwarding headers every request carries upstream: the client chain in
 /// `X-Forwarded-For` and `Forwarded`, the scheme the client used in
 /// `X-Forwarded-Proto` and `Forwarded`.
-pub fn forwarding_headers(session: &Session, via: Via, upstream: &mut RequestHeader) -> Result<()> {
+pub fn forwarding_headers(peer: Option<IpAddr>, via: Via, upstream: &mut impl Head) -> Result<()> {
     let proto: &'static str = match via.scheme {
         Scheme::Https => "https",
         Scheme::Http => "http",
     };
     // Append the TCP peer, as every proxy hop does; backends read the chain right to
     // left, and `server.trusted_proxies` decides how far limpet itself believes it.
-    if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+    if let Some(peer) = peer {
         // The values are rendered on the stack and copied once into their header
         // values: no formatting allocations on the request path.
         let mut line = Line::default();
@@ -334,7 +334,7 @@ pub fn forwarding_headers(session: &Session, via: Via, upstream: &mut RequestHea
         // Several X-Forwarded-For lines form one list (RFC 9110 §5.3); bytes that are
         // not visible ASCII cannot be forwarded faithfully and are dropped.
         let earlier: Vec<&str> = upstream
-            .headers
+            .fields()
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::trim).filter(|v| !v.is_empty()))
@@ -347,7 +347,7 @@ pub fn forwarding_headers(session: &Session, via: Via, upstream: &mut RequestHea
             joined.push_str(line.as_str());
             HeaderValue::try_from(joined).explain_err(ErrorType::InvalidHTTPHeader, |_| "x-forwarded-for")?
         };
-        upstream.insert_header("x-forwarded-for", xff)?;
+        upstream.set(HeaderName::from_static("x-forwarded-for"), xff)?;
         // RFC 7239: IPv6 addresses are quoted and bracketed.
         let mut forwarded = Line::default();
         match peer {
@@ -363,9 +363,12 @@ pub fn forwarding_headers(session: &Session, via: Via, upstream: &mut RequestHea
         }
         forwarded.push(b";proto=");
         forwarded.push(proto.as_bytes());
-        upstream.append_header(http::header::FORWARDED, forwarded.value()?)?;
+        upstream.add(http::header::FORWARDED, forwarded.value()?)?;
     }
-    upstream.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+    upstream.set(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    )?;
     Ok(())
 }
 
@@ -430,14 +433,9 @@ pub async fn record(shared: &Shared, snap: &Snapshot, attempt: &Attempt) {
 
 /// Adds what limpet says in a backend's response: the affinity cookie when the request
 /// starts or moves a session, and the debug header.
-pub fn decorate_response(
-    snap: &Snapshot,
-    attempt: &Attempt,
-    via: Via,
-    resp: &mut ResponseHeader,
-) -> Result<()> {
+pub fn decorate_response(snap: &Snapshot, attempt: &Attempt, via: Via, resp: &mut impl Head) -> Result<()> {
     if let Some(hsts) = snap.listeners.get(via.listener).and_then(|l| l.hsts.as_deref()) {
-        resp.insert_header("strict-transport-security", hsts)?;
+        resp.set(http::header::STRICT_TRANSPORT_SECURITY, value(hsts)?)?;
     }
     let (Some(pool), Some(i)) = (attempt.pool(snap), attempt.chosen) else {
         return Ok(());
@@ -451,16 +449,16 @@ pub fn decorate_response(
             scheme: via.scheme,
             now: unix_now(),
         };
-        let cookies = persist::set_cookies(&to, &attempt.evals, attempt.served(), &resp.headers);
+        let cookies = persist::set_cookies(&to, &attempt.evals, attempt.served(), resp.fields());
         let issued = !cookies.is_empty();
         for c in cookies {
-            resp.append_header(http::header::SET_COOKIE, c)?;
+            resp.add(http::header::SET_COOKIE, value(&c)?)?;
         }
         if issued {
             // Every Cache-Control line counts (RFC 9110 §5.3: one list, however split):
             // all are replaced below.
             let mut existing: Option<Vec<u8>> = None;
-            for line in resp.headers.get_all(http::header::CACHE_CONTROL) {
+            for line in resp.fields().get_all(http::header::CACHE_CONTROL) {
                 let joined = existing.get_or_insert_with(Vec::new);
                 if !joined.is_empty() {
                     joined.extend_from_slice(b", ");
@@ -468,14 +466,70 @@ pub fn decorate_response(
                 joined.extend_from_slice(line.as_bytes());
             }
             if let Some(cc) = private_cache_control(existing.as_deref()) {
-                resp.insert_header("cache-control", cc)?;
+                resp.set(http::header::CACHE_CONTROL, value(&cc)?)?;
             }
         }
     }
     if snap.config.server.debug_headers {
-        resp.insert_header("x-limpet-backend", backend.id.as_str())?;
+        resp.set(
+            HeaderName::from_static("x-limpet-backend"),
+            value(backend.id.as_str())?,
+        )?;
     }
     Ok(())
+}
+
+fn value(text: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(text).explain_err(ErrorType::InvalidHTTPHeader, |_| "header value")
+}
+
+/// A message head limpet adds fields to, whichever HTTP engine carries it: the
+/// request and response heads of Pingora (which keep the case of names they were given)
+/// and a plain `http::HeaderMap` (hyper's).
+pub trait Head {
+    fn fields(&self) -> &HeaderMap;
+    /// Replaces every field `name` with `value`.
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
+    /// Adds a field `name`, keeping those there.
+    fn add(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
+}
+
+impl Head for RequestHeader {
+    fn fields(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name, value)
+    }
+    fn add(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.append_header(name, value).map(|_| ())
+    }
+}
+
+impl Head for ResponseHeader {
+    fn fields(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name, value)
+    }
+    fn add(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.append_header(name, value).map(|_| ())
+    }
+}
+
+impl Head for HeaderMap {
+    fn fields(&self) -> &HeaderMap {
+        self
+    }
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert(name, value);
+        Ok(())
+    }
+    fn add(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.append(name, value);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!
 //! Per request it runs what the Pingora driver runs: routing, the persistence chain,
 //! the picker and in-flight slot ([`Attempt`]), forwarding headers and `X-Request-Id`,
-//! the session tables, the affinity cookie and `Cache-Control: private`. It does not
+//! the session tables, the affinity cookie and `Cache-Control: private`, through the
+//! same engine-neutral functions of `exchange` as the Pingora driver. It does not
 //! (yet) run failover, limpet's own error pages, passive health, the access log or
 //! upgrades: it exists to be measured against the Pingora path in one run
 //! (`LIMPET_ENGINE=hyper`, see docs/performance.md), never in production.
@@ -17,17 +18,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use limpet_affinity::{private_cache_control, Scheme};
+use limpet_affinity::Scheme;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::Stream;
 
 use crate::attempt::{peer_for, Attempt};
 use crate::clock::unix_now;
+use crate::exchange::{self, Via};
 use crate::persist::{self, RequestView};
 use crate::request;
 use crate::shared::Shared;
@@ -43,15 +45,18 @@ pub fn wanted() -> bool {
 /// The hyper driver of one listener.
 pub struct HyperH1 {
     shared: Arc<Shared>,
+    /// Index of this listener in the configuration.
+    listener: usize,
     connector: TransportConnector,
     /// Idle upstream connections by backend address.
     idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>,
 }
 
 impl HyperH1 {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, listener: usize) -> Self {
         Self {
             shared,
+            listener,
             connector: TransportConnector::new(None),
             idle: Mutex::new(HashMap::new()),
         }
@@ -106,8 +111,15 @@ impl HyperH1 {
             return plain(StatusCode::SERVICE_UNAVAILABLE);
         };
         let address = pool.backends[i].address;
-        let scheme = if tls { Scheme::Https } else { Scheme::Http };
-        forwarding(&mut parts.headers, peer, scheme);
+        let via = Via {
+            listener: self.listener,
+            tls,
+            h2: false,
+            scheme: if tls { Scheme::Https } else { Scheme::Http },
+        };
+        if exchange::forwarding_headers(peer, via, &mut parts.headers).is_err() {
+            return plain(StatusCode::BAD_REQUEST);
+        }
         parts.headers.insert("x-request-id", request_id);
         let up = Request::from_parts(parts, body);
         let Some(mut sender) = self.sender(&snap, pool_index, i).await else {
@@ -132,7 +144,9 @@ impl HyperH1 {
             unix_now(),
         )
         .await;
-        decorate(&snap, &attempt, i, scheme, &mut head.headers);
+        if exchange::decorate_response(&snap, &attempt, via, &mut head.headers).is_err() {
+            return plain(StatusCode::BAD_GATEWAY);
+        }
         Response::from_parts(head, body.boxed())
     }
 
@@ -157,66 +171,6 @@ impl HyperH1 {
             let _ = conn.await;
         });
         Some(sender)
-    }
-}
-
-/// `X-Forwarded-For` (appended), `Forwarded` and `X-Forwarded-Proto`, as the Pingora
-/// driver's `exchange::forwarding_headers` writes them.
-fn forwarding(headers: &mut HeaderMap, peer: Option<IpAddr>, scheme: Scheme) {
-    let proto = match scheme {
-        Scheme::Https => "https",
-        Scheme::Http => "http",
-    };
-    if let Some(peer) = peer {
-        let ip = peer.to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(earlier) if !earlier.trim().is_empty() => format!("{}, {ip}", earlier.trim()),
-            _ => ip.clone(),
-        };
-        if let Ok(v) = HeaderValue::try_from(xff) {
-            headers.insert("x-forwarded-for", v);
-        }
-        let forwarded = match peer {
-            IpAddr::V4(_) => format!("for={ip};proto={proto}"),
-            IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={proto}"),
-        };
-        if let Ok(v) = HeaderValue::try_from(forwarded) {
-            headers.append(http::header::FORWARDED, v);
-        }
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-}
-
-/// The affinity cookie, `Cache-Control: private` and the debug header, as
-/// `exchange::decorate_response` adds them.
-fn decorate(snap: &Snapshot, attempt: &Attempt, i: usize, scheme: Scheme, headers: &mut HeaderMap) {
-    let Some(pool) = attempt.pool(snap) else { return };
-    if let Some(keys) = &snap.keyring {
-        let to = persist::Issuer {
-            keys,
-            pool,
-            backend: i,
-            scheme,
-            now: unix_now(),
-        };
-        let cookies = persist::set_cookies(&to, &attempt.evals, attempt.served(), headers);
-        let issued = !cookies.is_empty();
-        for c in cookies {
-            if let Ok(v) = HeaderValue::try_from(c) {
-                headers.append(http::header::SET_COOKIE, v);
-            }
-        }
-        if issued {
-            let existing = headers.get(http::header::CACHE_CONTROL).map(|v| v.as_bytes());
-            if let Some(cc) = private_cache_control(existing).and_then(|c| HeaderValue::try_from(c).ok()) {
-                headers.insert(http::header::CACHE_CONTROL, cc);
-            }
-        }
-    }
-    if snap.config.server.debug_headers {
-        if let Ok(v) = HeaderValue::try_from(pool.backends[i].id.as_str()) {
-            headers.insert("x-limpet-backend", v);
-        }
     }
 }
 

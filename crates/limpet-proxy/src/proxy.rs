@@ -365,7 +365,8 @@ impl ProxyHttp for Limpet {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        exchange::forwarding_headers(session, ctx.via, upstream)?;
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        exchange::forwarding_headers(peer, ctx.via, upstream)?;
         if let Some(id) = &ctx.request_id {
             upstream.insert_header("x-request-id", id.clone())?;
         }

@@ -91,7 +91,8 @@ pub(crate) async fn tunnel(
 
     let mut req = session.req_header().clone();
     req.set_version(Version::HTTP_11);
-    forwarding_headers(session, via, &mut req)?;
+    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    forwarding_headers(peer, via, &mut req)?;
     if let Some(id) = request_id {
         req.insert_header("x-request-id", id.clone())?;
     }
@@ -122,7 +123,7 @@ pub(crate) async fn tunnel(
         .await;
     };
     record(shared, snap, attempt).await;
-    decorate_response(snap, attempt, via, &mut head)?;
+    decorate_response(snap, attempt, via, &mut *head)?;
     session.write_response_header(head, false).await?;
 
     if upstream.was_upgraded() {

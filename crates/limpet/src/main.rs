@@ -256,7 +256,7 @@ fn add_listener(
         inner: Arc::new(proxy),
         // The engine gate: plain listeners only (docs/performance.md).
         hyper: (l.tls.is_none() && !l.h2c && !proxy_protocol && limpet_proxy::hyper_engine_wanted())
-            .then(|| Arc::new(limpet_proxy::HyperH1::new(shared.clone()))),
+            .then(|| Arc::new(limpet_proxy::HyperH1::new(shared.clone(), i))),
     };
     let mut listeners = Listeners::new();
     // Before a TLS handshake: the idle deadline, and the PROXY header if expected.
