@@ -494,29 +494,24 @@ pub trait Head {
     fn add(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
 }
 
-impl Head for RequestHeader {
-    fn fields(&self) -> &HeaderMap {
-        &self.headers
-    }
-    fn set(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
-        self.insert_header(name, value)
-    }
-    fn add(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
-        self.append_header(name, value).map(|_| ())
-    }
+/// Pingora's heads keep the case of the names they were given: fields go through
+/// their own insert and append.
+macro_rules! pingora_head {
+    ($($t:ty),*) => {$(
+        impl Head for $t {
+            fn fields(&self) -> &HeaderMap {
+                &self.headers
+            }
+            fn set(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+                self.insert_header(name, value)
+            }
+            fn add(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+                self.append_header(name, value).map(|_| ())
+            }
+        }
+    )*};
 }
-
-impl Head for ResponseHeader {
-    fn fields(&self) -> &HeaderMap {
-        &self.headers
-    }
-    fn set(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
-        self.insert_header(name, value)
-    }
-    fn add(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
-        self.append_header(name, value).map(|_| ())
-    }
-}
+pingora_head!(RequestHeader, ResponseHeader);
 
 impl Head for HeaderMap {
     fn fields(&self) -> &HeaderMap {
