@@ -245,10 +245,10 @@ pub async fn refuse(
 }
 
 /// Headers some of limpet's own responses carry.
-struct Extra<'a> {
-    location: Option<String>,
+pub struct Extra<'a> {
+    pub location: Option<String>,
     /// `Strict-Transport-Security` of a TLS listener that sends it.
-    hsts: Option<&'a str>,
+    pub hsts: Option<&'a str>,
 }
 
 /// Sends the client to `https://{host}{path}` with a 308 (method and body kept).
@@ -290,30 +290,48 @@ fn respond<'a>(
         {
             return Ok(true);
         }
-        match snap.zip(pool).and_then(|(s, p)| s.pools.get(p)) {
-            Some(pool) => refusal.count(&pool.responses, true),
-            None => refusal.count(&shared.unrouted, false),
-        }
-        let body = refusal.body();
         let mut h = ResponseHeader::build(refusal.status(), Some(5))?;
-        h.insert_header("content-type", "text/plain; charset=utf-8")?;
-        h.insert_header("content-length", body.len())?;
-        h.insert_header("cache-control", "no-store")?;
-        if refusal.retry_after() {
-            h.insert_header("retry-after", "1")?;
-        }
-        if let Some(location) = extra.location {
-            h.insert_header("location", location)?;
-        }
-        if let Some(hsts) = extra.hsts {
-            h.insert_header("strict-transport-security", hsts)?;
-        }
+        let body = refusal_fields(shared, snap, pool, refusal, &extra, &mut h)?;
         session.write_response_header(Box::new(h), false).await?;
         session
             .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
             .await?;
         Ok(true)
     })
+}
+
+/// Counts limpet's own response `refusal` under its pool (or `pool=""`) and writes its
+/// fields into `h`, a head of status `refusal.status()`; returns its body. What every
+/// driver's answer is made of.
+pub fn refusal_fields(
+    shared: &Shared,
+    snap: Option<&Snapshot>,
+    pool: Option<usize>,
+    refusal: Refusal,
+    extra: &Extra<'_>,
+    h: &mut impl Head,
+) -> Result<&'static str> {
+    match snap.zip(pool).and_then(|(s, p)| s.pools.get(p)) {
+        Some(pool) => refusal.count(&pool.responses, true),
+        None => refusal.count(&shared.unrouted, false),
+    }
+    let body = refusal.body();
+    h.set(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    )?;
+    h.set(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
+    h.set(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
+    if refusal.retry_after() {
+        h.set(http::header::RETRY_AFTER, HeaderValue::from_static("1"))?;
+    }
+    if let Some(location) = &extra.location {
+        h.set(http::header::LOCATION, value(location)?)?;
+    }
+    if let Some(hsts) = extra.hsts {
+        h.set(http::header::STRICT_TRANSPORT_SECURITY, value(hsts)?)?;
+    }
+    Ok(body)
 }
 
 /// Adds the forwarding headers every request carries upstream: the client chain in

@@ -29,9 +29,9 @@ use pingora_core::protocols::Stream;
 
 use crate::attempt::{peer_for, Attempt};
 use crate::clock::unix_now;
-use crate::exchange::{self, Via};
-use crate::persist::{self, RequestView};
-use crate::request;
+use crate::decide::{decide, Verdict};
+use crate::exchange::{self, Refusal, Via};
+use crate::persist;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 
@@ -84,50 +84,42 @@ impl HyperH1 {
     async fn handle(&self, req: Request<Incoming>, peer: Option<IpAddr>, tls: bool) -> Response<Body> {
         let snap = self.shared.current.load_full();
         let (mut parts, body) = req.into_parts();
-        let host = request::host(&parts.uri, &parts.headers).into_owned();
-        let Some(pool_index) = snap.route(&host, parts.uri.path().as_bytes()) else {
-            return plain(StatusCode::NOT_FOUND);
-        };
-        let pool = &snap.pools[pool_index];
-        let trusted = &snap.config.server.trusted_proxies;
-        let client = peer.map(|p| request::client_ip(p, &parts.headers, trusted));
-        let request_id = request::request_id(peer, &parts.headers, trusted);
-        let mut attempt = Attempt::default();
-        attempt.pool = Some(pool_index);
-        let mut view = RequestView {
-            headers: &parts.headers,
-            query: parts.uri.query(),
-            path: parts.uri.path().as_bytes(),
-            client,
-            hash_key: None,
-        };
-        if pool.hashes() {
-            view.hash_key = persist::hash_key(&pool.hash.key, &view);
-            attempt.hash_key = view.hash_key;
-        }
-        let resolution = persist::resolve(&snap, pool, self.shared.store.as_ref(), &view, unix_now()).await;
-        attempt.resolved(resolution);
-        let Some(i) = attempt.next_attempt(pool) else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE);
-        };
-        let address = pool.backends[i].address;
-        let via = Via {
+        let mut via = Via {
             listener: self.listener,
             tls,
             h2: false,
             scheme: if tls { Scheme::Https } else { Scheme::Http },
         };
+        let mut attempt = Attempt::default();
+        let decided = decide(&self.shared, &snap, &parts, peer, &mut via, &mut attempt).await;
+        match decided.verdict {
+            Verdict::Proxy => {}
+            Verdict::Refuse(refusal, pool) => return self.refuse(&snap, pool, via, refusal, None),
+            Verdict::RedirectHttps(host) => {
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let location = Some(format!("https://{host}{path}"));
+                return self.refuse(&snap, None, via, Refusal::HttpsRedirect, location);
+            }
+        }
+        let (Some(pool_index), Some(request_id)) = (attempt.pool, decided.request_id) else {
+            return self.refuse(&snap, None, via, Refusal::Internal, None);
+        };
+        let pool = &snap.pools[pool_index];
+        let Some(i) = attempt.next_attempt(pool) else {
+            return self.refuse(&snap, Some(pool_index), via, Refusal::NoBackend, None);
+        };
+        let address = pool.backends[i].address;
         if exchange::forwarding_headers(peer, via, &mut parts.headers).is_err() {
-            return plain(StatusCode::BAD_REQUEST);
+            return self.refuse(&snap, Some(pool_index), via, Refusal::BadRequest, None);
         }
         parts.headers.insert("x-request-id", request_id);
         let up = Request::from_parts(parts, body);
         let Some(mut sender) = self.sender(&snap, pool_index, i).await else {
-            return plain(StatusCode::BAD_GATEWAY);
+            return self.refuse(&snap, Some(pool_index), via, Refusal::ConnectFailed, None);
         };
         let resp = match sender.send_request(up).await {
             Ok(r) => r,
-            Err(_) => return plain(StatusCode::BAD_GATEWAY),
+            Err(_) => return self.refuse(&snap, Some(pool_index), via, Refusal::UpstreamError, None),
         };
         // Ready again once this response's body has been read; `sender` picks only
         // ready ones.
@@ -145,9 +137,20 @@ impl HyperH1 {
         )
         .await;
         if exchange::decorate_response(&snap, &attempt, via, &mut head.headers).is_err() {
-            return plain(StatusCode::BAD_GATEWAY);
+            return self.refuse(&snap, Some(pool_index), via, Refusal::Internal, None);
         }
         Response::from_parts(head, body.boxed())
+    }
+
+    fn refuse(
+        &self,
+        snap: &Snapshot,
+        pool: Option<usize>,
+        via: Via,
+        refusal: Refusal,
+        location: Option<String>,
+    ) -> Response<Body> {
+        answer(&self.shared, snap, pool, via, refusal, location)
     }
 
     /// A ready idle connection to backend `i`, or a new one.
@@ -174,8 +177,26 @@ impl HyperH1 {
     }
 }
 
-fn plain(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
-    *r.status_mut() = status;
+/// limpet's own answer, made and counted by the same function as the Pingora driver's.
+fn answer(
+    shared: &Shared,
+    snap: &Snapshot,
+    pool: Option<usize>,
+    via: Via,
+    refusal: Refusal,
+    location: Option<String>,
+) -> Response<Body> {
+    let hsts = snap.listeners.get(via.listener).and_then(|l| l.hsts.as_deref());
+    let extra = exchange::Extra { location, hsts };
+    let mut headers = http::HeaderMap::new();
+    let body =
+        exchange::refusal_fields(shared, Some(snap), pool, refusal, &extra, &mut headers).unwrap_or_default();
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *r.headers_mut() = headers;
     r
 }

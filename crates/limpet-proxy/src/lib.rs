@@ -8,6 +8,7 @@ mod attempt;
 pub mod clock;
 mod control;
 mod deadline;
+mod decide;
 mod exchange;
 mod front;
 mod gate;

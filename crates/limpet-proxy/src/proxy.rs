@@ -23,11 +23,11 @@ use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::access::{AccessLog, Entry};
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
-use crate::clock::{now_ms, unix_now};
+use crate::clock::now_ms;
 use crate::deadline;
+use crate::decide::{decide, Verdict};
 use crate::exchange::{self, refuse, Refusal, Via};
 use crate::local::LocalError;
-use crate::persist::{self, RequestView};
 use crate::request;
 use crate::shared::{Active, Shared};
 use crate::snapshot::{outcome_index, Snapshot};
@@ -161,72 +161,27 @@ impl ProxyHttp for Limpet {
         let Some(snap) = ctx.snap.clone() else {
             return refuse(shared, None, None, ctx.via, session, Refusal::Internal).await;
         };
-        let req = session.req_header();
-        if request::header_bytes(&req.uri, &req.headers) > snap.config.server.max_request_header_bytes {
-            return refuse(
-                shared,
-                Some(&snap),
-                None,
-                ctx.via,
-                session,
-                Refusal::HeaderTooLarge,
-            )
-            .await;
-        }
-        // RFC 9112 §3.2: HTTP/1.1 requires Host (HTTP/2 carries :authority instead);
-        // HTTP/1.0 may omit it.
-        let no_host = req.uri.host().is_none() && !req.headers.contains_key(http::header::HOST);
-        if req.version == http::Version::HTTP_11 && no_host {
-            return refuse(shared, Some(&snap), None, ctx.via, session, Refusal::BadRequest).await;
-        }
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let trusted = &snap.config.server.trusted_proxies;
-        ctx.client = peer.map(|p| request::client_ip(p, &req.headers, trusted));
-        ctx.request_id = Some(request::request_id(peer, &req.headers, trusted));
         ctx.via.h2 = session.is_http2();
-        if !ctx.via.tls && peer.is_some_and(|p| request::forwarded_https(p, &req.headers, trusted)) {
-            ctx.via.scheme = Scheme::Https;
-        }
-        let host = request::host(&req.uri, &req.headers);
-        if snap
-            .listeners
-            .get(self.listener)
-            .is_some_and(|l| l.redirect_https)
-        {
-            let host = String::from_utf8_lossy(&host).into_owned();
-            return exchange::redirect_https(shared, &snap, session, &host).await;
-        }
-        let Some(pool_index) = snap.route(&host, req.uri.path().as_bytes()) else {
-            return refuse(shared, Some(&snap), None, ctx.via, session, Refusal::NoRoute).await;
-        };
-        ctx.attempt.pool = Some(pool_index);
-        let pool = &snap.pools[pool_index];
-
-        let mut view = RequestView {
-            headers: &req.headers,
-            query: req.uri.query(),
-            path: req.uri.path().as_bytes(),
-            client: ctx.client,
-            hash_key: None,
-        };
-        if pool.hashes() {
-            view.hash_key = persist::hash_key(&pool.hash.key, &view);
-            ctx.attempt.hash_key = view.hash_key;
-        }
-        let resolution = persist::resolve(&snap, pool, shared.store.as_ref(), &view, unix_now()).await;
-        let strict_refusal = resolution.strict_refusal;
-        ctx.attempt.resolved(resolution);
-        let now = now_ms();
-        let refusal = if strict_refusal {
-            Some(Refusal::SessionBackendDown)
-        } else if ctx.attempt.pinned.is_none() && !(0..pool.backends.len()).any(|i| pool.takes_new(i, now)) {
-            pool.mark_all_down();
-            Some(Refusal::NoBackend)
-        } else {
-            None
-        };
-        if let Some(refusal) = refusal {
-            return refuse(shared, Some(&snap), Some(pool_index), ctx.via, session, refusal).await;
+        let decided = decide(
+            shared,
+            &snap,
+            session.req_header(),
+            peer,
+            &mut ctx.via,
+            &mut ctx.attempt,
+        )
+        .await;
+        ctx.client = decided.client;
+        ctx.request_id = decided.request_id;
+        match decided.verdict {
+            Verdict::Proxy => {}
+            Verdict::Refuse(refusal, pool) => {
+                return refuse(shared, Some(&snap), pool, ctx.via, session, refusal).await;
+            }
+            Verdict::RedirectHttps(host) => {
+                return exchange::redirect_https(shared, &snap, session, &host).await;
+            }
         }
         // Only WebSocket is tunnelled; any other upgrade (h2c above all) is proxied as
         // the plain request it also is.
