@@ -142,6 +142,8 @@ impl HyperH1 {
         Response::from_parts(head, body.boxed())
     }
 
+    /// limpet's own answer, made and counted by the same function as the Pingora
+    /// driver's.
     fn refuse(
         &self,
         snap: &Snapshot,
@@ -150,7 +152,19 @@ impl HyperH1 {
         refusal: Refusal,
         location: Option<String>,
     ) -> Response<Body> {
-        answer(&self.shared, snap, pool, via, refusal, location)
+        let hsts = snap.listeners.get(via.listener).and_then(|l| l.hsts.as_deref());
+        let extra = exchange::Extra { location, hsts };
+        let mut headers = http::HeaderMap::new();
+        let body = exchange::refusal_fields(&self.shared, Some(snap), pool, refusal, &extra, &mut headers)
+            .unwrap_or_default();
+        let mut r = Response::new(
+            Full::new(Bytes::from_static(body.as_bytes()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *r.status_mut() = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *r.headers_mut() = headers;
+        r
     }
 
     /// A ready idle connection to backend `i`, or a new one.
@@ -175,28 +189,4 @@ impl HyperH1 {
         });
         Some(sender)
     }
-}
-
-/// limpet's own answer, made and counted by the same function as the Pingora driver's.
-fn answer(
-    shared: &Shared,
-    snap: &Snapshot,
-    pool: Option<usize>,
-    via: Via,
-    refusal: Refusal,
-    location: Option<String>,
-) -> Response<Body> {
-    let hsts = snap.listeners.get(via.listener).and_then(|l| l.hsts.as_deref());
-    let extra = exchange::Extra { location, hsts };
-    let mut headers = http::HeaderMap::new();
-    let body =
-        exchange::refusal_fields(shared, Some(snap), pool, refusal, &extra, &mut headers).unwrap_or_default();
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    *r.headers_mut() = headers;
-    r
 }
