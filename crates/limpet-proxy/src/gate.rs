@@ -4,12 +4,14 @@
 //! connector; hyper serves the client's HTTP/1 connection and speaks HTTP/1 to the
 //! backend over a stream from Pingora's connector, kept in a small pool.
 //!
-//! Per request it runs what the Pingora driver runs: routing, the persistence chain,
-//! the picker and in-flight slot ([`Attempt`]), forwarding headers and `X-Request-Id`,
-//! the session tables, the affinity cookie and `Cache-Control: private`, through the
-//! same engine-neutral functions of `exchange` as the Pingora driver. It does not
-//! (yet) run failover, limpet's own error pages, passive health, the access log or
-//! upgrades: it exists to be measured against the Pingora path in one run
+//! Per request it runs what the Pingora driver runs, through the same engine-neutral
+//! functions: the decision on the head (`decide`: limits, client, request id, routing,
+//! the persistence chain, `redirect_https`), the picker and in-flight slot ([`Attempt`]),
+//! forwarding headers and `X-Request-Id`, the session tables, the affinity cookie and
+//! `Cache-Control: private` (`exchange::decorate_response`), and limpet's own answers
+//! (`exchange::refusal_fields`). It does not (yet) run failover and retries, passive
+//! health, status and latency metrics, the access log, upgrades, TLS listeners or the
+//! PROXY header: it exists to be measured against the Pingora path in one run
 //! (`LIMPET_ENGINE=hyper`, see docs/performance.md), never in production.
 
 use std::collections::HashMap;
