@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -29,10 +30,12 @@ use limpet_affinity::Scheme;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::Stream;
 
+use crate::access::AccessLog;
 use crate::attempt::{peer_for, Attempt};
 use crate::clock::unix_now;
 use crate::decide::{decide, Verdict};
 use crate::exchange::{self, Refusal, Via};
+use crate::finish::{finish, Ended};
 use crate::persist;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
@@ -42,6 +45,17 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// Whether `LIMPET_ENGINE=hyper` asks for this path on plain HTTP/1 listeners.
 pub fn wanted() -> bool {
     std::env::var("LIMPET_ENGINE").is_ok_and(|v| v == "hyper")
+}
+
+/// What a request's exchange learned, for its record at the end.
+#[derive(Default)]
+struct Seen {
+    head: Option<http::request::Parts>,
+    client: Option<IpAddr>,
+    request_id: Option<http::HeaderValue>,
+    upstream_status: Option<u16>,
+    upstream_failure: Option<&'static str>,
+    responded: Option<Instant>,
 }
 
 /// The hyper driver of one listener.
@@ -83,9 +97,12 @@ impl HyperH1 {
         let _ = builder.serve_connection(TokioIo::new(stream), service).await;
     }
 
+    /// One request, recorded at its end (here: when the response head is ready, so
+    /// the access log has no body sizes and the in-flight slot is released before the
+    /// body streams; a full hyper driver records when the body ends).
     async fn handle(&self, req: Request<Incoming>, peer: Option<IpAddr>, tls: bool) -> Response<Body> {
+        let arrived = Instant::now();
         let snap = self.shared.current.load_full();
-        let (mut parts, body) = req.into_parts();
         let mut via = Via {
             listener: self.listener,
             tls,
@@ -93,36 +110,86 @@ impl HyperH1 {
             scheme: if tls { Scheme::Https } else { Scheme::Http },
         };
         let mut attempt = Attempt::default();
-        let decided = decide(&self.shared, &snap, &parts, peer, &mut via, &mut attempt).await;
+        let mut seen = Seen::default();
+        let resp = self
+            .exchange(&snap, req, peer, &mut via, &mut attempt, &mut seen)
+            .await;
+        let ended = Ended {
+            head: seen.head.as_ref(),
+            status: resp.status().as_u16(),
+            upstream_status: seen.upstream_status,
+            upstream_failure: seen.upstream_failure,
+            error: seen.upstream_failure,
+            bytes_in: 0,
+            bytes_out: 0,
+            client: seen.client,
+            request_id: seen.request_id.as_ref(),
+            via,
+            arrived,
+            connected: None,
+            responded: seen.responded,
+        };
+        finish(&self.shared, &snap, &mut attempt, &ended);
+        resp
+    }
+
+    async fn exchange(
+        &self,
+        snap: &Snapshot,
+        req: Request<Incoming>,
+        peer: Option<IpAddr>,
+        via: &mut Via,
+        attempt: &mut Attempt,
+        seen: &mut Seen,
+    ) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let decided = decide(&self.shared, snap, &parts, peer, via, attempt).await;
+        let via = *via;
+        seen.client = decided.client;
+        seen.request_id = decided.request_id.clone();
+        if AccessLog::enabled() {
+            // The head goes to the backend; the log line needs it after.
+            let mut copy = Request::new(()).into_parts().0;
+            copy.method = parts.method.clone();
+            copy.uri = parts.uri.clone();
+            copy.version = parts.version;
+            copy.headers = parts.headers.clone();
+            seen.head = Some(copy);
+        }
         match decided.verdict {
             Verdict::Proxy => {}
-            Verdict::Refuse(refusal, pool) => return self.refuse(&snap, pool, via, refusal, None),
+            Verdict::Refuse(refusal, pool) => return self.refuse(snap, pool, via, refusal, None),
             Verdict::RedirectHttps(host) => {
                 let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 let location = Some(format!("https://{host}{path}"));
-                return self.refuse(&snap, None, via, Refusal::HttpsRedirect, location);
+                return self.refuse(snap, None, via, Refusal::HttpsRedirect, location);
             }
         }
         let (Some(pool_index), Some(request_id)) = (attempt.pool, decided.request_id) else {
-            return self.refuse(&snap, None, via, Refusal::Internal, None);
+            return self.refuse(snap, None, via, Refusal::Internal, None);
         };
         let pool = &snap.pools[pool_index];
         let Some(i) = attempt.next_attempt(pool) else {
-            return self.refuse(&snap, Some(pool_index), via, Refusal::NoBackend, None);
+            return self.refuse(snap, Some(pool_index), via, Refusal::NoBackend, None);
         };
         let address = pool.backends[i].address;
         if exchange::forwarding_headers(peer, via, &mut parts.headers).is_err() {
-            return self.refuse(&snap, Some(pool_index), via, Refusal::BadRequest, None);
+            return self.refuse(snap, Some(pool_index), via, Refusal::BadRequest, None);
         }
         parts.headers.insert("x-request-id", request_id);
         let up = Request::from_parts(parts, body);
-        let Some(mut sender) = self.sender(&snap, pool_index, i).await else {
-            return self.refuse(&snap, Some(pool_index), via, Refusal::ConnectFailed, None);
+        let Some(mut sender) = self.sender(snap, pool_index, i).await else {
+            return self.refuse(snap, Some(pool_index), via, Refusal::ConnectFailed, None);
         };
         let resp = match sender.send_request(up).await {
             Ok(r) => r,
-            Err(_) => return self.refuse(&snap, Some(pool_index), via, Refusal::UpstreamError, None),
+            Err(_) => {
+                seen.upstream_failure = Some("upstream_error");
+                return self.refuse(snap, Some(pool_index), via, Refusal::UpstreamError, None);
+            }
         };
+        seen.upstream_status = Some(resp.status().as_u16());
+        seen.responded = Some(Instant::now());
         // Ready again once this response's body has been read; `sender` picks only
         // ready ones.
         if let Ok(mut idle) = self.idle.lock() {
@@ -138,8 +205,8 @@ impl HyperH1 {
             unix_now(),
         )
         .await;
-        if exchange::decorate_response(&snap, &attempt, via, &mut head.headers).is_err() {
-            return self.refuse(&snap, Some(pool_index), via, Refusal::Internal, None);
+        if exchange::decorate_response(snap, attempt, via, &mut head.headers).is_err() {
+            return self.refuse(snap, Some(pool_index), via, Refusal::Internal, None);
         }
         Response::from_parts(head, body.boxed())
     }

@@ -10,6 +10,7 @@ mod control;
 mod deadline;
 mod decide;
 mod exchange;
+mod finish;
 mod front;
 mod gate;
 mod health;

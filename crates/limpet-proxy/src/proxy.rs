@@ -14,23 +14,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use limpet_affinity::{Outcome, Scheme};
+use limpet_affinity::Scheme;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
-use crate::access::{AccessLog, Entry};
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
-use crate::clock::now_ms;
 use crate::deadline;
 use crate::decide::{decide, Verdict};
 use crate::exchange::{self, refuse, Refusal, Via};
+use crate::finish::{finish, Ended};
 use crate::local::LocalError;
 use crate::request;
 use crate::shared::{Active, Shared};
-use crate::snapshot::{outcome_index, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::upgrade;
 
 /// The proxy of one listener (each listener is its own Pingora service, so that
@@ -370,81 +369,25 @@ impl ProxyHttp for Limpet {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        ctx.attempt.release();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let Some(snap) = ctx.snap.clone() else { return };
-        let attempt = &ctx.attempt;
-        let pool = attempt.pool(&snap);
-        let elapsed = attempt.started.map(|s| s.elapsed());
-        let mut outcome = attempt.outcome;
-        if let (Some(pool), Some(deciding), true) = (pool, attempt.evals.last(), attempt.repinned()) {
-            pool.decisions.count(
-                pool.method_label[deciding.method],
-                outcome_index(Outcome::Repinned),
-            );
-            outcome = Some(Outcome::Repinned);
-        }
-        if let (Some(pool), Some(i)) = (pool, attempt.chosen) {
-            // A 5xx from the backend, or an upstream error after connecting: passive
-            // health counts it.
-            if let Some(e) = e.filter(|e| upstream_error(e)) {
-                pool.passive_failure(i, e.etype().as_str(), now_ms());
-            } else if ctx.upstream_status.is_some_and(|s| s >= 500) {
-                pool.passive_failure(i, "5xx response", now_ms());
-            }
-        }
-        let backend = pool.zip(attempt.chosen).map(|(p, i)| &p.backends[i]);
-        if let (Some(b), Some(elapsed)) = (backend, elapsed) {
-            b.metrics.count_status(if status == 0 { 502 } else { status });
-            b.metrics.response_seconds.observe(elapsed.as_secs_f64());
-        }
-        if let Some(counter) = self.shared.listeners.get(self.listener) {
-            counter.count(ctx.via.h2);
-        }
-        if AccessLog::enabled() {
-            let snap_server = &snap.config.server;
-            let req = session.req_header();
-            let host = req
-                .uri
-                .host()
-                .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-                .unwrap_or_default();
-            let header = |name: http::header::HeaderName| {
-                req.headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-            };
-            let since =
-                |from: Option<Instant>, to: Option<Instant>| Some(to?.saturating_duration_since(from?));
-            self.shared.access.write(&Entry {
-                at: std::time::SystemTime::now(),
-                id: ctx
-                    .request_id
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default(),
-                client: ctx.client,
-                method: req.method.as_str(),
-                host,
-                path: req.uri.path(),
-                query: req.uri.query().filter(|_| snap_server.access_log_query),
-                protocol: if ctx.via.h2 { "h2" } else { "h1" },
-                tls: ctx.via.tls,
-                status,
-                bytes_in: session.body_bytes_read(),
-                bytes_out: session.body_bytes_sent(),
-                user_agent: header(http::header::USER_AGENT),
-                pool: pool.map_or("", |p| p.id.as_str()),
-                backend: backend.map_or("", |b| b.id.as_str()),
-                backend_address: backend.map(|b| b.address),
-                outcome: outcome.map_or("none", Outcome::as_str),
-                attempts: attempt.attempts(),
-                total: ctx.arrived.elapsed(),
-                connect: since(attempt.started, ctx.connected),
-                response: since(ctx.connected, ctx.responded),
-                error: e.map(|e| e.etype().as_str()),
-            });
-        }
+        let Some(snap) = ctx.snap.clone() else {
+            ctx.attempt.release();
+            return;
+        };
+        let ended = Ended {
+            head: Some(session.req_header()),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            upstream_status: ctx.upstream_status,
+            upstream_failure: e.filter(|e| upstream_error(e)).map(|e| e.etype().as_str()),
+            error: e.map(|e| e.etype().as_str()),
+            bytes_in: session.body_bytes_read(),
+            bytes_out: session.body_bytes_sent(),
+            client: ctx.client,
+            request_id: ctx.request_id.as_ref(),
+            via: ctx.via,
+            arrived: ctx.arrived,
+            connected: ctx.connected,
+            responded: ctx.responded,
+        };
+        finish(&self.shared, &snap, &mut ctx.attempt, &ended);
     }
 }
