@@ -197,7 +197,8 @@ async fn proxy_headers_from_untrusted_peers_are_refused() {
 
 /// The PROXY header is under `client_idle_timeout` from accept, as a request is: a
 /// peer that sends nothing, or stalls in the middle of its header, trusted or not, is
-/// closed, and frees its `max_connections` slot.
+/// closed, and frees its `max_connections` slot. On a TLS listener the handshake must
+/// start by the same deadline after the header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_or_stalled_proxy_header_is_closed_after_the_idle_timeout() {
     let dir = scratch();
@@ -212,10 +213,12 @@ async fn a_silent_or_stalled_proxy_header_is_closed_after_the_idle_timeout() {
             1,
         );
         let lb = Limpet::start_with(&yaml, plain, admin).await;
-        let stalls: [(SocketAddr, &[u8]); 4] = [
+        let stalls: [(SocketAddr, &[u8]); 5] = [
             (plain, b""),
             (plain, b"PROXY TCP4 "),
             (tls, b"PROXY TCP4 "),
+            // A whole header, then no handshake.
+            (tls, b"PROXY TCP4 1.2.3.4 5.6.7.8 1111 80\r\n"),
             (plain, b"\r\n\r\n\0\r\nQUIT\n"),
         ];
         for (addr, sent) in stalls {

@@ -218,37 +218,45 @@ pub struct BeforeTls {
 impl PreTlsProcess for BeforeTls {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
         let snap = self.shared.current.load_full();
-        // A one-byte peek (read and put back): cancelling it loses nothing. The PROXY
-        // header that may follow must be complete by the same deadline.
+        // The PROXY header that may come first must be complete by the same deadline.
         let deadline = tokio::time::Instant::now() + snap.config.server.client_idle_timeout;
-        let mut first = [0u8; 1];
-        match tokio::time::timeout_at(
-            deadline,
-            pingora_core::protocols::Peek::try_peek(stream, &mut first),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Error::e_because(ErrorType::HandshakeError, "closed before the TLS handshake", e)
-            }
-            Err(_) => {
-                return Error::e_explain(
-                    ErrorType::HandshakeError,
-                    "no TLS handshake within client_idle_timeout",
-                )
-            }
-        }
+        handshake_starts_by(deadline, stream).await?;
         if !self.proxy_protocol {
             return Ok(());
         }
         match tokio::time::timeout_at(deadline, accept(&self.shared, &snap, self.listener, stream)).await {
-            Ok(accepted) => accepted,
-            Err(_) => Error::e_explain(
-                ErrorType::HandshakeError,
-                "PROXY header not complete within client_idle_timeout",
-            ),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Error::e_explain(
+                    ErrorType::HandshakeError,
+                    "PROXY header not complete within client_idle_timeout",
+                )
+            }
         }
+        // After the header, the handshake itself must start by the same deadline, not
+        // Pingora's 60 s.
+        handshake_starts_by(deadline, stream).await
+    }
+}
+
+/// Waits until the client's next byte (of its TLS handshake, or of a PROXY header) is
+/// there, by `deadline`. A one-byte peek (read and put back): cancelling it loses
+/// nothing.
+async fn handshake_starts_by(deadline: tokio::time::Instant, stream: &mut L4Stream) -> Result<()> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(
+        deadline,
+        pingora_core::protocols::Peek::try_peek(stream, &mut first),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Error::e_because(ErrorType::HandshakeError, "closed before the TLS handshake", e),
+        Err(_) => Error::e_explain(
+            ErrorType::HandshakeError,
+            "no TLS handshake within client_idle_timeout",
+        ),
     }
 }
 
