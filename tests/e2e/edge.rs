@@ -481,3 +481,40 @@ async fn a_backend_killed_under_load_costs_no_get_an_error() {
         );
     }
 }
+
+/// A client that stops sending its request body is the client's fault: it gets a 408
+/// once the backend's wait runs out, and the backend is neither blamed nor taken out
+/// by passive health (outside review: two such clients emptied a pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalling_its_body_does_not_eject_the_backend() {
+    let bs = backends("cs", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .server_key("upstream_read_timeout: 1s")
+        .pool_key("passive_health: { max_fails: 2, window: 30s, cooldown: 30s }")
+        .start()
+        .await;
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\n\r\nab")
+            .await
+            .unwrap();
+        let answer = read_until(&mut s, "\r\n\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "{answer:?}\n{}",
+            lb.log_text()
+        );
+    }
+    let r = client().get(lb.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", lb.log_text());
+    assert!(
+        !lb.log_text().contains("taken out of rotation"),
+        "{}",
+        lb.log_text()
+    );
+    assert_eq!(
+        lb.metric(r#"limpet_responses_total{code="408",pool="web",reason="request_timeout"}"#)
+            .await,
+        2.0
+    );
+}

@@ -81,6 +81,8 @@ pub struct Ctx {
     arrived: Instant,
     connected: Option<Instant>,
     responded: Option<Instant>,
+    /// The request failed because the client stopped sending its body.
+    client_stalled: bool,
 }
 
 /// Was `e` an upstream failure after the connection was made (a read timeout, a
@@ -133,6 +135,7 @@ impl ProxyHttp for Limpet {
             arrived: Instant::now(),
             connected: None,
             responded: None,
+            client_stalled: false,
         }
     }
 
@@ -296,7 +299,17 @@ impl ProxyHttp for Limpet {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let refusal = ctx.refusal.or_else(|| Refusal::for_error(e));
+        // The backend timed out waiting while the client had not finished sending the
+        // request body: the client stalled, not the backend. 408, and no blame.
+        ctx.client_stalled = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout)
+            && !session.as_downstream_mut().is_body_done();
+        let refusal = ctx.refusal.or_else(|| {
+            if ctx.client_stalled {
+                Some(Refusal::RequestTimeout)
+            } else {
+                Refusal::for_error(e)
+            }
+        });
         let mut error_code = 0;
         if let Some(refusal) = refusal {
             error_code = refusal.status();
@@ -377,7 +390,9 @@ impl ProxyHttp for Limpet {
             head: Some(session.req_header()),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             upstream_status: ctx.upstream_status,
-            upstream_failure: e.filter(|e| upstream_error(e)).map(|e| e.etype().as_str()),
+            upstream_failure: e
+                .filter(|e| upstream_error(e) && !ctx.client_stalled)
+                .map(|e| e.etype().as_str()),
             error: e.map(|e| e.etype().as_str()),
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
