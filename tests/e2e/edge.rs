@@ -65,6 +65,10 @@ async fn raw_backend(answer: Answer) -> RawBackend {
                     if s.read_exact(&mut body).await.is_err() {
                         return;
                     }
+                    if head.starts_with("GET /wait") {
+                        // Holds its connection, so that concurrent requests need more.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
                     let Some((bytes, keep)) = answer(&head) else {
                         return;
                     };
@@ -516,5 +520,50 @@ async fn a_client_stalling_its_body_does_not_eject_the_backend() {
         lb.metric(r#"limpet_responses_total{code="408",pool="web",reason="request_timeout"}"#)
             .await,
         2.0
+    );
+}
+
+/// Retries on a reused backend connection (one the backend may have closed while idle)
+/// are bounded by `retries` and counted like any other: a backend that takes requests
+/// and drops them does not get the same GET once per pooled connection (outside review:
+/// 11 sends with `retries: 0`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_on_reused_connections_are_bounded() {
+    let rb = raw_backend(|head| {
+        if head.starts_with("GET /drop") {
+            None
+        } else {
+            Some((b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n".to_vec(), true))
+        }
+    })
+    .await;
+    let lb = PoolSpec::new(&[])
+        .backend("raw", rb.addr)
+        .pool_key("retries: 0")
+        .start()
+        .await;
+    // Four concurrent requests leave four pooled connections to the backend.
+    let c = client();
+    let warm: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, url) = (c.clone(), lb.url("/wait"));
+            tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for w in warm {
+        assert_eq!(w.await.unwrap(), 200);
+    }
+    let r = c.get(lb.url("/drop")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let sent = rb
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.starts_with("GET /drop"))
+        .count();
+    assert_eq!(
+        sent, 1,
+        "retries: 0, yet the backend got the request {sent} times"
     );
 }

@@ -171,6 +171,22 @@ impl Attempt {
         true
     }
 
+    /// A reused (pooled) connection to the current backend failed before the response
+    /// began: the backend may have closed it while idle, so Pingora sends the request
+    /// again, to the same backend. That too is a retry: bounded by the pool's
+    /// `retries` and counted. The backend is not ruled out nor blamed.
+    pub fn reused_failed(&mut self, pool: &PoolRt) -> bool {
+        let Some(current) = self.chosen else {
+            return false;
+        };
+        self.failures += 1;
+        if self.failures > pool.retries {
+            return false;
+        }
+        pool.backends[current].metrics.retries.inc();
+        true
+    }
+
     /// Whether a request whose attempt on `failed` failed may try another backend:
     /// bounded twice, by the pool's `retries` and by the backends left untried.
     fn may_retry(&self, pool: &PoolRt, failed: usize) -> bool {

@@ -249,7 +249,7 @@ impl ProxyHttp for Limpet {
 
     /// An error after the connection to the backend was made. Pingora's own rule is
     /// kept for reused connections (a stale pooled connection is retried, on the same
-    /// backend). On a fresh connection, a backend that closed or reset before sending a
+    /// backend), within `retries` ([`Attempt::reused_failed`]). On a fresh connection, a backend that closed or reset before sending a
     /// byte of its response has not answered: an idempotent request whose body can be
     /// replayed goes to another backend ([`Attempt::dropped_before_answer`]), as
     /// HAProxy's `retry-on all-retryable-errors` and Envoy's `retry_on: reset` do.
@@ -268,6 +268,14 @@ impl ProxyHttp for Limpet {
             e.set_retry(false);
         } else if client_reused {
             e.retry.decide_reuse(true);
+            if e.retry() {
+                let allowed = ctx
+                    .snap
+                    .clone()
+                    .and_then(|snap| Some(ctx.attempt.reused_failed(ctx.attempt.pool(&snap)?)))
+                    .unwrap_or(false);
+                e.set_retry(allowed);
+            }
         } else {
             let unanswered = ctx.upstream_status.is_none() && nothing_received(&e);
             let retry = unanswered
