@@ -567,3 +567,34 @@ async fn retries_on_reused_connections_are_bounded() {
         "retries: 0, yet the backend got the request {sent} times"
     );
 }
+
+/// A backend that switches protocols for a request that asked for no upgrade (h2c's
+/// `Upgrade` was taken out, or there was none) answered wrongly: the client gets a
+/// 502, never a 101 followed by nothing (outside review: a 101, then a 504 on the same
+/// connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_switch_of_protocols_is_a_502() {
+    let rb = raw_backend(|_| {
+        Some((
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n".to_vec(),
+            false,
+        ))
+    })
+    .await;
+    let lb = PoolSpec::new(&[]).backend("raw", rb.addr).start().await;
+    for extra in [
+        "",
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n",
+    ] {
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(format!("GET / HTTP/1.1\r\nHost: app\r\n{extra}Connection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (text, took) = until_closed(&mut s).await;
+        assert!(
+            text.starts_with("HTTP/1.1 502") && !text.contains(" 101 ") && took < Duration::from_secs(5),
+            "{text:?} after {took:?}\n{}",
+            lb.log_text()
+        );
+    }
+}

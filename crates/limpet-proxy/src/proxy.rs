@@ -364,13 +364,22 @@ impl ProxyHttp for Limpet {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         let Some(snap) = ctx.snap.clone() else {
             return Ok(());
         };
+        // A switch of protocols nobody asked for (RFC 9110 §15.2.2): the client would
+        // wait on a tunnel that does not exist. The backend answered wrongly: 502.
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !session.is_upgrade_req() {
+            ctx.refusal = Some(Refusal::UpstreamError);
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "101 to a request that asked for no upgrade",
+            );
+        }
         // An interim response (100 Continue, 103) passes as it came: the session, its
         // cookie and the response's timing belong to the final one.
         if resp.status.is_informational() {
