@@ -598,3 +598,50 @@ async fn an_unasked_switch_of_protocols_is_a_502() {
         );
     }
 }
+
+/// A response body with a `Content-Length` that the backend sends slowly streams to the
+/// client as it comes, head first, as a chunked one does (outside review: nothing
+/// reached the client until about 1.4 KB had gathered or the body ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_content_length_body_streams() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 800\r\n\r\n")
+                    .await;
+                for _ in 0..8 {
+                    if s.write_all(&[b'x'; 100]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            });
+        }
+    });
+    let lb = PoolSpec::new(&[]).backend("slow", addr).start().await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until(&mut s, "xxxxx").await;
+    let took = started.elapsed();
+    assert!(
+        first.starts_with("HTTP/1.1 200") && took < Duration::from_millis(1200),
+        "first body bytes after {took:?}: {first:?}"
+    );
+    let (rest, _) = until_closed(&mut s).await;
+    assert_eq!((first + &rest).matches('x').count(), 800);
+    backend.abort();
+}

@@ -1364,9 +1364,12 @@ impl BodyWriter {
                 match res {
                     Ok(()) => {
                         self.body_mode = BM::ContentLength(total, written + to_write);
-                        if self.finished() {
-                            stream.flush().await.or_err(WriteError, "flushing body")?;
-                        }
+                        // limpet patch: flush after every piece, not only the last. A
+                        // piece that arrived is sent: a body that comes slowly (a
+                        // trickled download) is not held in the 1460-byte write buffer
+                        // until it fills, head included. Flushing an empty buffer costs
+                        // nothing, and a piece larger than the buffer bypasses it anyway.
+                        stream.flush().await.or_err(WriteError, "flushing body")?;
                         Ok(Some(to_write))
                     }
                     Err(e) => Error::e_because(WriteError, "while writing body", e),
@@ -1818,13 +1821,8 @@ impl BodyWriter {
                     let (total, written) = self.body_mode.expect_content_length();
                     self.body_mode = BM::ContentLength(total, written + bytes_written);
 
-                    if written + bytes_written >= total {
-                        // All content-length bytes written, flush needed
-                        self.send_body_state.write_state = WriteState::Flushing(bytes_written);
-                    } else {
-                        // More bytes to come, no flush needed
-                        self.send_body_state.write_state = WriteState::Done(bytes_written);
-                    }
+                    // limpet patch: every piece is flushed (see `do_write_body`).
+                    self.send_body_state.write_state = WriteState::Flushing(bytes_written);
                 }
                 Err(e) => {
                     return Poll::Ready(Error::e_because(WriteError, "while writing body", e))
