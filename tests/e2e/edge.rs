@@ -645,3 +645,30 @@ async fn a_slow_content_length_body_streams() {
     assert_eq!((first + &rest).matches('x').count(), 800);
     backend.abort();
 }
+
+/// An interim response goes to HTTP/1.1 clients only: an HTTP/1.0 client would take a
+/// `103 Early Hints` for the answer (RFC 9110 §15.2; outside review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_interim_response_reaches_an_http10_client() {
+    let rb = raw_backend(|_| {
+        Some((
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
+                .to_vec(),
+            false,
+        ))
+    })
+    .await;
+    let lb = PoolSpec::new(&[]).backend("raw", rb.addr).start().await;
+    for (version, interim) in [("1.0", false), ("1.1", true)] {
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(format!("GET / HTTP/{version}\r\nHost: app\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (text, _) = until_closed(&mut s).await;
+        assert_eq!(text.contains(" 103 "), interim, "HTTP/{version}: {text:?}");
+        assert!(
+            text.contains(" 200 ") && text.ends_with("ok\n"),
+            "HTTP/{version}: {text:?}"
+        );
+    }
+}

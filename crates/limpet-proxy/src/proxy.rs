@@ -154,6 +154,11 @@ impl ProxyHttp for Limpet {
         // A client that half-closes after its request still gets the response (RFC
         // 9112 §9.6); one that went away is noticed when the response is written.
         session.set_abort_on_close(false);
+        // No interim response to an HTTP/1.0 client (RFC 9110 §15.2): it would take the
+        // 1xx for the answer.
+        if session.req_header().version == http::Version::HTTP_10 {
+            session.as_downstream_mut().set_ignore_info_resp(true);
+        }
         ctx.snap = Some(snap);
         Ok(())
     }
