@@ -672,3 +672,29 @@ async fn no_interim_response_reaches_an_http10_client() {
         );
     }
 }
+
+/// An interim response is a byte of the backend's answer: a backend that sends a `103`
+/// and then closes is not retried elsewhere, since the client already saw its hints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_retry_after_an_interim_response() {
+    let rb = raw_backend(|_| {
+        Some((
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".to_vec(),
+            false,
+        ))
+    })
+    .await;
+    let bs = backends("ir", 1).await;
+    let lb = PoolSpec::new(&bs).backend("hints", rb.addr).start().await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(c.get(lb.url("/")).send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses.contains(&502), "{statuses:?}\n{}", lb.log_text());
+    assert_eq!(
+        lb.metric(r#"limpet_backend_retries_total{backend="hints",pool="web"}"#)
+            .await,
+        0.0
+    );
+}

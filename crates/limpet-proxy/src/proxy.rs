@@ -83,6 +83,8 @@ pub struct Ctx {
     responded: Option<Instant>,
     /// The request failed because the client stopped sending its body.
     client_stalled: bool,
+    /// The backend sent an interim (1xx) response.
+    interim: bool,
 }
 
 /// Was `e` an upstream failure after the connection was made (a read timeout, a
@@ -136,6 +138,7 @@ impl ProxyHttp for Limpet {
             connected: None,
             responded: None,
             client_stalled: false,
+            interim: false,
         }
     }
 
@@ -282,7 +285,8 @@ impl ProxyHttp for Limpet {
                 e.set_retry(allowed);
             }
         } else {
-            let unanswered = ctx.upstream_status.is_none() && nothing_received(&e);
+            // An interim response is a byte of the answer too: the client saw it.
+            let unanswered = ctx.upstream_status.is_none() && !ctx.interim && nothing_received(&e);
             let retry = unanswered
                 && ctx
                     .snap
@@ -388,6 +392,7 @@ impl ProxyHttp for Limpet {
         // An interim response (100 Continue, 103) passes as it came: the session, its
         // cookie and the response's timing belong to the final one.
         if resp.status.is_informational() {
+            ctx.interim = true;
             return Ok(());
         }
         if request::fields_bytes(&resp.headers) > snap.config.server.max_response_header_bytes {
