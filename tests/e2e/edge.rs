@@ -698,3 +698,24 @@ async fn no_retry_after_an_interim_response() {
         0.0
     );
 }
+
+/// Requests pipelined before the client's FIN are all answered, in order, and the
+/// connection closes after the last (outside review: only the first was answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_before_a_half_close_are_all_answered() {
+    let bs = backends("ph", 1).await;
+    let lb = PoolSpec::new(&bs).start().await;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(b"GET /slow?ms=200 HTTP/1.1\r\nHost: app\r\n\r\nGET /slow?ms=201 HTTP/1.1\r\nHost: app\r\n\r\nGET /slow?ms=202 HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let (text, took) = until_closed(&mut s).await;
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text:?}\n{}", lb.log_text());
+    let order: Vec<_> = ["slow 200", "slow 201", "slow 202"]
+        .iter()
+        .map(|w| text.find(w).unwrap_or(usize::MAX))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text:?}");
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+}

@@ -1247,7 +1247,12 @@ impl HttpSession {
                 .await?;
             if read == 0 {
                 self.half_closed = true;
-                self.set_keepalive(None);
+                // limpet patch: requests the client pipelined before its FIN are still
+                // answered (RFC 9112 §9.3.2, §9.6): the connection is kept for them, and
+                // the last one, which finds nothing after it, closes it.
+                if !(self.pipelining_enabled && self.body_reader.has_bytes_overread()) {
+                    self.set_keepalive(None);
+                }
                 if self.abort_on_close {
                     Error::e_explain(
                         ConnectionClosed,
