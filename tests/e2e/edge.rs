@@ -711,7 +711,12 @@ async fn pipelined_requests_before_a_half_close_are_all_answered() {
         .unwrap();
     s.shutdown().await.unwrap();
     let (text, took) = until_closed(&mut s).await;
-    assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text:?}\n{}", lb.log_text());
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        3,
+        "{text:?}\n{}",
+        lb.log_text()
+    );
     let order: Vec<_> = ["slow 200", "slow 201", "slow 202"]
         .iter()
         .map(|w| text.find(w).unwrap_or(usize::MAX))
