@@ -120,11 +120,11 @@ async fn a_head_ending_in_bare_newlines_is_complete() {
         .server_key("max_request_header_bytes: 16KiB")
         .start()
         .await;
-    let mut s = TcpStream::connect(lb.addr).await.unwrap();
-    s.write_all(b"GET /slow?ms=2200 HTTP/1.1\nHost: app\nConnection: close\n\n")
-        .await
-        .unwrap();
-    let (text, _) = until_closed(&mut s).await;
+    let (text, _) = raw_exchange(
+        lb.addr,
+        b"GET /slow?ms=2200 HTTP/1.1\nHost: app\nConnection: close\n\n",
+    )
+    .await;
     assert!(
         text.starts_with("HTTP/1.1 200") && text.contains("slow 2200") && !text.contains("408"),
         "{text:?}\n{}",
@@ -285,16 +285,10 @@ async fn h2c_upgrades_are_not_tunnelled() {
     .await;
     let lb = PoolSpec::new(&[]).backend("raw", rb.addr).start().await;
     for proto in ["h2c", "foo/1"] {
-        let mut s = TcpStream::connect(lb.addr).await.unwrap();
-        s.write_all(
-            format!(
-                "GET / HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {proto}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: internal\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let (text, _) = until_closed(&mut s).await;
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {proto}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: internal\r\nConnection: close\r\n\r\n"
+        );
+        let (text, _) = raw_exchange(lb.addr, request.as_bytes()).await;
         assert!(
             text.starts_with("HTTP/1.1 200") && !text.contains(" 101 "),
             "{proto}: {text:?}\n{}",
@@ -334,13 +328,8 @@ async fn a_truncated_response_to_a_refused_upgrade_is_not_completed() {
         .pool_key("passive_health: { max_fails: 1, window: 10s, cooldown: 30s }")
         .start()
         .await;
-    let mut s = TcpStream::connect(lb.addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let (text, _) = until_closed(&mut s).await;
+    let upgrade: &[u8] = b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let (text, _) = raw_exchange(lb.addr, upgrade).await;
     assert!(text.starts_with("HTTP/1.1 400"), "{text:?}");
     assert!(text.contains("hello"), "{text:?}");
     assert!(
@@ -586,11 +575,11 @@ async fn an_unasked_switch_of_protocols_is_a_502() {
         "",
         "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n",
     ] {
-        let mut s = TcpStream::connect(lb.addr).await.unwrap();
-        s.write_all(format!("GET / HTTP/1.1\r\nHost: app\r\n{extra}Connection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let (text, took) = until_closed(&mut s).await;
+        let (text, took) = raw_exchange(
+            lb.addr,
+            format!("GET / HTTP/1.1\r\nHost: app\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
         assert!(
             text.starts_with("HTTP/1.1 502") && !text.contains(" 101 ") && took < Duration::from_secs(5),
             "{text:?} after {took:?}\n{}",
@@ -660,11 +649,11 @@ async fn no_interim_response_reaches_an_http10_client() {
     .await;
     let lb = PoolSpec::new(&[]).backend("raw", rb.addr).start().await;
     for (version, interim) in [("1.0", false), ("1.1", true)] {
-        let mut s = TcpStream::connect(lb.addr).await.unwrap();
-        s.write_all(format!("GET / HTTP/{version}\r\nHost: app\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let (text, _) = until_closed(&mut s).await;
+        let (text, _) = raw_exchange(
+            lb.addr,
+            format!("GET / HTTP/{version}\r\nHost: app\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
         assert_eq!(text.contains(" 103 "), interim, "HTTP/{version}: {text:?}");
         assert!(
             text.contains(" 200 ") && text.ends_with("ok\n"),

@@ -4,6 +4,7 @@
 //! backend's table sessions drain away; `/metrics` passes `promtool check metrics`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use limpet_e2e::*;
@@ -475,11 +476,11 @@ async fn http_checks_follow_expect_status() {
     assert_eq!(get(&client(), &lb.url("/"), &[], "LIMPET").await.status, 200);
 }
 
-/// A reload that removes a pool's active checks lifts the down verdict they gave:
-/// nothing would ever test the backend again. It takes new sessions once it is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn removing_active_checks_lifts_their_down_verdict() {
-    let mut bs = backends("rc", 2).await;
+/// Pool `web` over two cookie backends `{prefix}-1` and `{prefix}-2` under fast TCP
+/// checks; `{prefix}-1` is killed and seen down. Returns limpet, the pool without its
+/// checks, the live backends (kept running) and the dead one's address.
+async fn first_of_two_checked_down(prefix: &str) -> (Limpet, PoolSpec, Vec<Backend>, SocketAddr) {
+    let mut bs = backends(prefix, 2).await;
     let spec = PoolSpec::new(&bs).cookie();
     let lb = spec
         .clone()
@@ -489,7 +490,15 @@ async fn removing_active_checks_lifts_their_down_verdict() {
     let dead = bs.remove(0);
     let addr = dead.addr;
     dead.kill().await;
-    wait_up(&lb, "rc-1", 0.0).await;
+    wait_up(&lb, &format!("{prefix}-1"), 0.0).await;
+    (lb, spec, bs, addr)
+}
+
+/// A reload that removes a pool's active checks lifts the down verdict they gave:
+/// nothing would ever test the backend again. It takes new sessions once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_active_checks_lifts_their_down_verdict() {
+    let (lb, spec, _live, addr) = first_of_two_checked_down("rc").await;
     // The same configuration without health_check, while rc-1 is still dead.
     assert!(lb.reload_spec(&spec).await);
     wait_up(&lb, "rc-1", 1.0).await;
@@ -580,16 +589,7 @@ async fn a_check_in_flight_at_an_address_change_counts_for_nothing() {
 /// not ramp.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_without_slow_start_logs_no_ramp() {
-    let mut bs = backends("nr", 2).await;
-    let lb = PoolSpec::new(&bs)
-        .cookie()
-        .pool_key("health_check: { kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }")
-        .start()
-        .await;
-    let dead = bs.remove(0);
-    let addr = dead.addr;
-    dead.kill().await;
-    wait_up(&lb, "nr-1", 0.0).await;
+    let (lb, _spec, _live, addr) = first_of_two_checked_down("nr").await;
     let _back = Backend::start("nr-1", addr).await.unwrap();
     wait_up(&lb, "nr-1", 1.0).await;
     lb.wait_log("backend is up again").await;

@@ -222,9 +222,7 @@ async fn a_silent_or_stalled_proxy_header_is_closed_after_the_idle_timeout() {
             (plain, b"\r\n\r\n\0\r\nQUIT\n"),
         ];
         for (addr, sent) in stalls {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(sent).await.unwrap();
-            let (text, took) = until_closed(&mut s).await;
+            let (text, took) = raw_exchange(addr, sent).await;
             assert!(
                 text.is_empty() && took < Duration::from_secs(6),
                 "trusted {trusted}, sent {sent:?}: {text:?}, closed after {took:?}\n{}",

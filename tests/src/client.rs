@@ -90,6 +90,16 @@ pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
+/// Sends `request` on a fresh connection to `addr` and returns everything that came
+/// back until the connection closed, and how long that took (bounded as
+/// [`until_closed`]).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    until_closed(&mut s).await
+}
+
 /// Everything the server sends on `s` (a stream or its read half) until it closes
 /// (bounded at 15 s).
 pub async fn until_closed<R: tokio::io::AsyncRead + Unpin>(s: &mut R) -> (String, Duration) {
