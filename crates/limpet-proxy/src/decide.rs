@@ -53,16 +53,15 @@ pub async fn decide(
         client: None,
         request_id: None,
     };
-    let refuse = |refusal, pool| Verdict::Refuse(refusal, pool);
     if request::header_bytes(&head.uri, &head.headers) > snap.config.server.max_request_header_bytes {
-        decided.verdict = refuse(Refusal::HeaderTooLarge, None);
+        decided.verdict = Verdict::Refuse(Refusal::HeaderTooLarge, None);
         return decided;
     }
     // RFC 9112 §3.2: HTTP/1.1 requires Host (HTTP/2 carries :authority instead);
     // HTTP/1.0 may omit it.
     let no_host = head.uri.host().is_none() && !head.headers.contains_key(http::header::HOST);
     if head.version == http::Version::HTTP_11 && no_host {
-        decided.verdict = refuse(Refusal::BadRequest, None);
+        decided.verdict = Verdict::Refuse(Refusal::BadRequest, None);
         return decided;
     }
     let trusted = &snap.config.server.trusted_proxies;
@@ -77,7 +76,7 @@ pub async fn decide(
         return decided;
     }
     let Some(pool_index) = snap.route(&host, head.uri.path().as_bytes()) else {
-        decided.verdict = refuse(Refusal::NoRoute, None);
+        decided.verdict = Verdict::Refuse(Refusal::NoRoute, None);
         return decided;
     };
     attempt.pool = Some(pool_index);
@@ -98,10 +97,10 @@ pub async fn decide(
     attempt.resolved(resolution);
     let now = now_ms();
     if strict_refusal {
-        decided.verdict = refuse(Refusal::SessionBackendDown, Some(pool_index));
+        decided.verdict = Verdict::Refuse(Refusal::SessionBackendDown, Some(pool_index));
     } else if attempt.pinned.is_none() && !(0..pool.backends.len()).any(|i| pool.takes_new(i, now)) {
         pool.mark_all_down();
-        decided.verdict = refuse(Refusal::NoBackend, Some(pool_index));
+        decided.verdict = Verdict::Refuse(Refusal::NoBackend, Some(pool_index));
     }
     decided
 }

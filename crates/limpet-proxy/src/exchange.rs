@@ -191,23 +191,28 @@ impl Refusal {
 /// which answers before any request exists (so before Pingora's session): the same
 /// shape as [`refuse`] writes, with `Connection: close`. Counted under `pool=""`.
 pub fn raw_refusal(shared: &Shared, refusal: Refusal, hsts: Option<&str>) -> Vec<u8> {
-    refusal.count(&shared.unrouted, false);
     let status = http::StatusCode::from_u16(refusal.status()).unwrap_or(http::StatusCode::BAD_REQUEST);
-    let body = refusal.body();
+    let mut fields = HeaderMap::new();
+    let extra = Extra { location: None, hsts };
+    // No snapshot: counted under `pool=""`.
+    let body =
+        refusal_fields(shared, None, None, refusal, &extra, &mut fields).unwrap_or_else(|_| refusal.body());
+    fields.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n",
+        "HTTP/1.1 {} {}\r\n",
         status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    if let Some(hsts) = hsts {
-        out.push_str("strict-transport-security: ");
-        out.push_str(hsts);
-        out.push_str("\r\n");
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
 }
 
 /// How the client reached limpet: the listener, TLS or not, HTTP/2 or not, and the

@@ -68,6 +68,8 @@ pub struct Ctx {
     snap: Option<Arc<Snapshot>>,
     attempt: Attempt,
     client: Option<IpAddr>,
+    /// The TCP peer (the PROXY header's client, when there is one).
+    peer: Option<IpAddr>,
     /// Status of the backend's response, once it has answered.
     upstream_status: Option<u16>,
     /// Why the request cannot be proxied, when a hook decided it before failing.
@@ -125,6 +127,7 @@ impl ProxyHttp for Limpet {
             snap: None,
             attempt: Attempt::default(),
             client: None,
+            peer: None,
             upstream_status: None,
             refusal: None,
             via: Via {
@@ -171,13 +174,13 @@ impl ProxyHttp for Limpet {
         let Some(snap) = ctx.snap.clone() else {
             return refuse(shared, None, None, ctx.via, session, Refusal::Internal).await;
         };
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.via.h2 = session.is_http2();
         let decided = decide(
             shared,
             &snap,
             session.req_header(),
-            peer,
+            ctx.peer,
             &mut ctx.via,
             &mut ctx.attempt,
         )
@@ -345,12 +348,11 @@ impl ProxyHttp for Limpet {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        exchange::forwarding_headers(peer, ctx.via, upstream)?;
+        exchange::forwarding_headers(ctx.peer, ctx.via, upstream)?;
         if let Some(id) = &ctx.request_id {
             upstream.insert_header("x-request-id", id.clone())?;
         }
