@@ -29,7 +29,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -47,15 +47,49 @@ use tokio::time::{Instant, Sleep};
 use crate::exchange::{raw_refusal, Refusal};
 use crate::shared::Shared;
 
-/// Where the connection is, as the guard sees it.
-/// From accept to the first byte: `client_idle_timeout`.
-const IDLE: u8 = 0;
+/// Where the connection is, as the guard sees it: the low two bits of [`Phase`]'s word;
+/// the bits above count the requests of the connection, so that each one's wait arms
+/// the timer afresh.
+/// From accept (or the end of the previous response) to the first byte:
+/// `client_idle_timeout`.
+const IDLE: u32 = 0;
 /// From a request's first byte until the parser has its head: `request_header_timeout`.
-const HEAD: u8 = 1;
+const HEAD: u32 = 1;
 /// The rest of the exchange: no deadline of ours.
-const BODY: u8 = 2;
+const BODY: u32 = 2;
+const PHASE: u32 = 3;
 /// `armed` when the timer is set for no phase: the next wait sets it afresh.
-const UNARMED: u8 = u8::MAX;
+const UNARMED: u32 = u32::MAX;
+
+/// The connection's phase, shared between its [`Guarded`] stream and the HTTP engine
+/// that reads through it: the engine's parser is the one that knows where a head ends
+/// and when a response is over, and says so here.
+#[derive(Clone, Default)]
+pub struct Phase(Arc<AtomicU32>);
+
+impl Phase {
+    fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, phase: u32) {
+        let word = self.get();
+        self.0.store((word & !PHASE) | phase, Ordering::Relaxed);
+    }
+
+    /// The parser has the request's head: the head deadline and size limit are over.
+    pub fn head_parsed(&self) {
+        self.set(BODY);
+    }
+
+    /// The response is over: the connection waits for its next request, under the idle
+    /// deadline, then the head deadline from that request's first byte read.
+    pub fn next_request(&self) {
+        // The next multiple of four: the count goes up, the phase bits are IDLE's.
+        self.0
+            .store((self.get() | PHASE).wrapping_add(1), Ordering::Relaxed);
+    }
+}
 /// The most [`Guarded::next_request`] reads at once: what Pingora's own first read of a
 /// request head takes.
 const FIRST_READ: usize = 4096;
@@ -63,15 +97,18 @@ const FIRST_READ: usize = 4096;
 /// A client stream under the idle and request-head deadlines.
 pub struct Guarded {
     inner: Stream,
-    /// IDLE, HEAD or BODY. Atomic only so that a request hook, which sees the stream
-    /// behind a shared reference, can end the head phase ([`head_parsed`]); it is
-    /// read and written by the connection's own task alone.
-    phase: AtomicU8,
+    /// IDLE, HEAD or BODY, and the request count. Shared so that the engine, which
+    /// sees the stream behind a reference or not at all, can end the head phase
+    /// ([`head_parsed`], [`Phase`]); read and written by the connection's own task.
+    phase: Phase,
     idle: Duration,
     head: Duration,
     timer: Pin<Box<Sleep>>,
-    /// The phase the timer was set for.
-    armed: u8,
+    /// The phase word the timer was set for.
+    armed: u32,
+    /// Bytes were written and not flushed yet: limpet's own answer would land in the
+    /// middle of them, so there is none.
+    unflushed: bool,
     /// Bytes of the current request head read so far.
     head_bytes: usize,
     /// The current head is, so far, the start of an HTTP/2 preface: not answered as
@@ -107,7 +144,8 @@ impl Guarded {
             replay: Vec::new(),
             replay_at: 0,
             inner,
-            phase: AtomicU8::new(IDLE),
+            phase: Phase::default(),
+            unflushed: false,
             idle,
             head,
             timer: Box::pin(tokio::time::sleep(idle)),
@@ -116,6 +154,11 @@ impl Guarded {
             preface: false,
             max_head,
         }
+    }
+
+    /// The handle through which an engine says where the connection is.
+    pub fn phase(&self) -> Phase {
+        self.phase.clone()
     }
 
     /// Whether the client chose HTTP/2 in the TLS handshake (ALPN).
@@ -131,7 +174,7 @@ impl Guarded {
         self.try_peek(&mut start).await?;
         if start == H2_PREFACE {
             self.h2 = true;
-            *self.phase.get_mut() = BODY;
+            self.phase.set(BODY);
         }
         Ok(self.h2)
     }
@@ -145,7 +188,7 @@ impl Guarded {
         if self.replay_at < self.replay.len() {
             return Ok(true);
         }
-        *self.phase.get_mut() = IDLE;
+        self.phase.set(IDLE);
         self.armed = UNARMED;
         std::future::poll_fn(|cx| {
             // On the stack for this poll only: nothing is held while the client is
@@ -164,7 +207,7 @@ impl Guarded {
     /// The next request was read with the one before it (pipelined): its head is
     /// under the head deadline and size limit from now, like any other.
     pub fn expect_head(&mut self) {
-        *self.phase.get_mut() = HEAD;
+        self.phase.set(HEAD);
         self.armed = UNARMED;
         self.head_bytes = 0;
         self.preface = false;
@@ -172,12 +215,12 @@ impl Guarded {
 
     /// Follows the bytes just read: the first byte of a request starts its head.
     fn saw(&mut self, bytes: &[u8]) {
-        let phase = self.phase.get_mut();
-        if bytes.is_empty() || *phase == BODY {
+        let phase = self.phase.get() & PHASE;
+        if bytes.is_empty() || phase == BODY {
             return;
         }
-        if *phase == IDLE {
-            *phase = HEAD;
+        if phase == IDLE {
+            self.phase.set(HEAD);
             self.head_bytes = 0;
             self.preface = true;
         }
@@ -189,7 +232,7 @@ impl Guarded {
         }
         self.head_bytes = self.head_bytes.saturating_add(bytes.len());
         if self.h2 && self.head_bytes >= H2_PREFACE.len() {
-            *phase = BODY;
+            self.phase.set(BODY);
         }
     }
 }
@@ -203,7 +246,7 @@ pub fn head_parsed(session: &ServerSession) {
         io.as_any().downcast_ref::<Guarded>()
     });
     if let Some(g) = guarded {
-        g.phase.store(BODY, Ordering::Relaxed);
+        g.phase.head_parsed();
     }
 }
 
@@ -219,7 +262,7 @@ impl Guarded {
     /// Writes limpet's answer before closing. Best effort: it fits any socket buffer,
     /// and the connection closes anyway.
     fn answer(&mut self, cx: &mut Context<'_>, refusal: Refusal) {
-        if self.h2 || self.preface {
+        if self.h2 || self.preface || self.unflushed {
             return;
         }
         let bytes = raw_refusal(&self.shared, refusal, self.hsts.as_deref());
@@ -253,7 +296,8 @@ impl Guarded {
     /// Reads from the client under the deadlines, following the request head.
     fn poll_guarded(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self;
-        let phase = *this.phase.get_mut();
+        let word = this.phase.get();
+        let phase = word & PHASE;
         if phase == HEAD && !this.h2 && this.head_bytes >= this.max_head {
             // The parser asks for more of a head that is already at the limit: nothing
             // more of it is read.
@@ -275,10 +319,10 @@ impl Guarded {
         if phase == BODY {
             return Poll::Pending;
         }
-        if phase != this.armed {
+        if word != this.armed {
             let limit = if phase == IDLE { this.idle } else { this.head };
             this.timer.as_mut().reset(Instant::now() + limit);
-            this.armed = phase;
+            this.armed = word;
         }
         if this.timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
@@ -303,11 +347,14 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.unflushed = true;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        self.unflushed = flushed.is_err();
+        Poll::Ready(flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -319,6 +366,7 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.unflushed = true;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

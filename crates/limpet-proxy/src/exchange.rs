@@ -114,7 +114,7 @@ impl Refusal {
         }
     }
 
-    fn body(self) -> &'static str {
+    pub fn body(self) -> &'static str {
         match self {
             Refusal::NoRoute => "limpet: no route for this host and path\n",
             Refusal::HeaderTooLarge => "limpet: request headers too large\n",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{GetSocketDigest, Stream};
 use pingora_core::server::ShutdownWatch;
 
 use crate::deadline::Guarded;
@@ -29,24 +29,14 @@ pub struct Front<A> {
     /// Read a PROXY header before the first request.
     pub proxy_protocol: bool,
     pub inner: Arc<A>,
-    /// The hyper HTTP/1 driver of the engine gate (`LIMPET_ENGINE=hyper`), for plain
-    /// listeners: see [`crate::gate`].
-    pub hyper: Option<Arc<crate::gate::HyperH1>>,
+    /// limpet's HTTP/1 engine ([`crate::h1`]); `None` leaves HTTP/1 to Pingora's own
+    /// proxy (`LIMPET_ENGINE=pingora`, kept for side-by-side measurements).
+    pub h1: Option<Arc<crate::h1::H1>>,
 }
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        if let Some(hyper) = &self.hyper {
-            let snap = self.shared.current.load_full();
-            let _open = OpenConnection::admit(&self.shared, &snap, self.listener)?;
-            let peer = stream
-                .get_socket_digest()
-                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-            drop(snap);
-            hyper.serve(stream, peer, false).await;
-            return None;
-        }
         // Above max_connections the connection closes at once; established ones stay.
         let (_open, mut guarded) = {
             // One snapshot for the connection's set-up (an Arc: the PROXY read awaits).
@@ -85,6 +75,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Front<A> {
             if guarded.starts_with_preface().await.ok()? {
                 return ServerApp::process_new(&self.inner, guarded, shutdown).await;
             }
+        }
+        if let Some(h1) = &self.h1 {
+            let peer = guarded
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+            h1.serve(guarded, peer, shutdown).await;
+            return None;
         }
         let mut session = ServerSession::new_http1(guarded);
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });

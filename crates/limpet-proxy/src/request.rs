@@ -52,11 +52,40 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
 /// straight to a backend, past routing (request smuggling). Returns whether anything
 /// was taken out.
 pub fn drop_upgrade(req: &mut pingora_http::RequestHeader) -> bool {
-    if !req.headers.contains_key(http::header::UPGRADE) || is_websocket(&req.headers) {
+    let Some(kept) = connection_without_upgrade(&req.headers) else {
         return false;
+    };
+    req.remove_header(&http::header::UPGRADE);
+    req.remove_header("http2-settings");
+    req.remove_header(&http::header::CONNECTION);
+    for v in kept {
+        // A value that was a header value already: appending it cannot fail.
+        let _ = req.append_header(http::header::CONNECTION, v);
     }
-    let kept: Vec<HeaderValue> = req
-        .headers
+    true
+}
+
+/// [`drop_upgrade`] for a plain header map (the hyper engine's heads).
+pub fn drop_upgrade_fields(headers: &mut HeaderMap) -> bool {
+    let Some(kept) = connection_without_upgrade(headers) else {
+        return false;
+    };
+    headers.remove(http::header::UPGRADE);
+    headers.remove("http2-settings");
+    headers.remove(http::header::CONNECTION);
+    for v in kept {
+        headers.append(http::header::CONNECTION, v);
+    }
+    true
+}
+
+/// When a request asks to upgrade to anything but WebSocket: its `Connection` values
+/// without `upgrade` and `http2-settings`. `None` when there is nothing to drop.
+fn connection_without_upgrade(headers: &HeaderMap) -> Option<Vec<HeaderValue>> {
+    if !headers.contains_key(http::header::UPGRADE) || is_websocket(headers) {
+        return None;
+    }
+    let kept = headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| {
@@ -75,14 +104,35 @@ pub fn drop_upgrade(req: &mut pingora_http::RequestHeader) -> bool {
                 .flatten()
         })
         .collect();
-    req.remove_header(&http::header::UPGRADE);
-    req.remove_header("http2-settings");
-    req.remove_header(&http::header::CONNECTION);
-    for v in kept {
-        // A value that was a header value already: appending it cannot fail.
-        let _ = req.append_header(http::header::CONNECTION, v);
+    Some(kept)
+}
+
+/// Takes the hop-by-hop fields (RFC 9110 §7.6.1) out of a message limpet relays
+/// between two HTTP/1 connections it manages itself: `Connection` and the fields it
+/// names, `Keep-Alive`, `Proxy-Connection`, `TE` and `Trailer`, and `Upgrade` unless
+/// `keep_upgrade` (a WebSocket handshake, which needs it and `Connection: upgrade`).
+/// `Transfer-Encoding` stays: the engine frames the body by it.
+pub fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    use http::header::{HeaderName, CONNECTION, TRANSFER_ENCODING, UPGRADE};
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .filter(|n| *n != TRANSFER_ENCODING && !(keep_upgrade && *n == UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
-    true
+    for name in ["keep-alive", "proxy-connection", "te", "trailer"] {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
 }
 
 /// Sum of header names and values, plus the URI: what a client made us parse.

@@ -254,9 +254,8 @@ fn add_listener(
         listener: i,
         proxy_protocol,
         inner: Arc::new(proxy),
-        // The engine gate: plain listeners only (docs/performance.md).
-        hyper: (l.tls.is_none() && !l.h2c && !proxy_protocol && limpet_proxy::hyper_engine_wanted())
-            .then(|| Arc::new(limpet_proxy::HyperH1::new(shared.clone(), i))),
+        // HTTP/1 connections go to limpet's HTTP/1 engine (docs/architecture.md).
+        h1: limpet_proxy::h1_engine_wanted().then(|| Arc::new(limpet_proxy::H1::new(shared.clone(), i))),
     };
     let mut listeners = Listeners::new();
     // Before a TLS handshake: the idle deadline, and the PROXY header if expected.
