@@ -1,23 +1,23 @@
-//! Deadlines on a client connection that Pingora 0.9.1 does not enforce: it times out
-//! each read of a request head (60 s, restarted by every byte), so a client sending one
-//! byte a second holds a connection forever (slowloris), and a connection that never
-//! sends a request lives 60 s whatever `client_idle_timeout` says.
+//! Deadlines on a client connection that neither HTTP engine enforces as limpet wants:
+//! Pingora 0.9.1 times out each read of a request head (60 s, restarted by every byte),
+//! so a client sending one byte a second holds a connection forever (slowloris); hyper's
+//! header timeout also runs while a kept-alive connection idles, and closes without a
+//! `408`.
 //!
 //! [`Guarded`] wraps every client stream. While the connection waits for a request it
 //! must start one within `client_idle_timeout` (else it is closed silently); once a
 //! request's first byte arrived, its whole head must arrive within
-//! `request_header_timeout`, else limpet answers 408 and closes. Both deadlines re-arm for
-//! every request of a kept-alive connection ([`Guarded::next_request`]), which waits for
-//! the request's first bytes before Pingora sets up anything for it, and for a pipelined
-//! request read with the one before it ([`Guarded::expect_head`]).
+//! `request_header_timeout`, else limpet answers 408 and closes; a head that reaches
+//! `max_request_header_bytes` while the parser still asks for more gets 431. Both
+//! deadlines re-arm for every request of a kept-alive connection.
 //!
-//! The guard keeps no copy of HTTP/1 framing. Where a head ends is the parser's word:
-//! the first request hook tells the guard ([`head_parsed`]), so a head the parser takes
-//! (bare `\n` line ends included) is complete for the deadlines too. Until then every
-//! read is one the parser asked for because the head was not complete, so the bytes read
-//! so far are all head: once they reach `max_request_header_bytes` and the parser asks
-//! for more, limpet answers 431. The guard answers only in that phase, before any hook
-//! ran for the request: never once a response is under way.
+//! The guard keeps no copy of HTTP/1 framing. Where a head ends and when a response is
+//! over is the engine's word, told through the connection's [`Phase`]
+//! ([`Phase::head_parsed`], [`Phase::next_request`]): a head the parser takes (bare `\n`
+//! line ends included) is complete for the deadlines too. Until then every read is one
+//! the parser asked for because the head was not complete, so the bytes read are head.
+//! The guard answers only in that phase, and never over response bytes not yet flushed:
+//! never once a response is under way.
 //!
 //! HTTP/2 connections (ALPN h2, or h2c) pass the same two deadlines up to the end of
 //! the client's preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`), with no HTTP/1 answer,
@@ -35,11 +35,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN, IO,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -204,15 +203,6 @@ impl Guarded {
         .await
     }
 
-    /// The next request was read with the one before it (pipelined): its head is
-    /// under the head deadline and size limit from now, like any other.
-    pub fn expect_head(&mut self) {
-        self.phase.set(HEAD);
-        self.armed = UNARMED;
-        self.head_bytes = 0;
-        self.preface = false;
-    }
-
     /// Follows the bytes just read: the first byte of a request starts its head.
     fn saw(&mut self, bytes: &[u8]) {
         let phase = self.phase.get() & PHASE;
@@ -234,19 +224,6 @@ impl Guarded {
         if self.h2 && self.head_bytes >= H2_PREFACE.len() {
             self.phase.set(BODY);
         }
-    }
-}
-
-/// The request hook's word that the parser has the request's head: the head deadline
-/// and size limit are over for this request. A no-op for HTTP/2 sessions (whose
-/// streams are not the connection's).
-pub fn head_parsed(session: &ServerSession) {
-    let guarded = session.stream().and_then(|s| {
-        let io: &dyn IO = &**s;
-        io.as_any().downcast_ref::<Guarded>()
-    });
-    if let Some(g) = guarded {
-        g.phase.head_parsed();
     }
 }
 

@@ -27,14 +27,13 @@ mod request;
 mod shared;
 mod snapshot;
 mod tls;
-mod upgrade;
 mod upstream;
 
 pub use access::AccessLog;
 pub use admin::Admin;
 pub use control::{on_log_level, when_listening, Drain, Reloader, Signals, Stopped, StoreKeeper};
 pub use front::Front;
-pub use h1::{wanted as h1_engine_wanted, H1};
+pub use h1::H1;
 pub use health::HealthService;
 pub use load::{load_file, Loaded};
 pub use proxy::Limpet;

@@ -1,6 +1,7 @@
-//! The `ProxyHttp` hooks, and nothing else: each pins the request's snapshot, calls the
-//! persistence chain, [`Attempt`] and [`exchange`], and turns the result into Pingora
-//! calls.
+//! The `ProxyHttp` hooks that serve HTTP/2 clients (HTTP/1 has limpet's own engine,
+//! [`crate::h1`]), and nothing else: each pins the request's snapshot, calls the
+//! engine-neutral decision, [`Attempt`] and [`exchange`], and turns the result into
+//! Pingora calls.
 //!
 //! Per request: `request_filter` routes and resolves persistence (one decision counted);
 //! `upstream_peer` uses the pinned backend or picks a new one, and runs again after each
@@ -15,14 +16,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use limpet_affinity::Scheme;
-use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
-use crate::deadline;
 use crate::decide::{decide, Verdict};
 use crate::exchange::{self, refuse, Refusal, Via};
 use crate::finish::{finish, Ended};
@@ -30,14 +29,11 @@ use crate::local::LocalError;
 use crate::request;
 use crate::shared::{Active, Shared};
 use crate::snapshot::Snapshot;
-use crate::upgrade;
 
 /// The proxy of one listener (each listener is its own Pingora service, so that
 /// listeners differ in TLS, h2c and redirects).
 pub struct Limpet {
     shared: Arc<Shared>,
-    /// Opens the fresh upstream connections of upgraded requests (see `upgrade`).
-    connector: TransportConnector,
     /// Index of this service's listener in the configuration.
     listener: usize,
     tls: bool,
@@ -54,7 +50,6 @@ impl Limpet {
             .is_some_and(|l| l.tls.is_some());
         Self {
             shared,
-            connector: TransportConnector::new(None),
             listener,
             tls,
         }
@@ -145,27 +140,8 @@ impl ProxyHttp for Limpet {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        let snap = self.shared.current.load_full();
-        // Keep-alive idle timeout of the client connection. It never ends a session:
-        // sessions live in cookies (and tables) with their own TTL.
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(snap.config.server.client_idle_timeout.as_secs().max(1)));
-        }
-        // Pipelined requests (RFC 9112 §9.3.2) are answered in order, one after the
-        // other; Pingora would otherwise drop every request after the first.
-        session.set_pipelining_enabled(true);
-        // The parser has the head: its deadline and size limit are over.
-        deadline::head_parsed(session.as_downstream());
-        // A client that half-closes after its request still gets the response (RFC
-        // 9112 §9.6); one that went away is noticed when the response is written.
-        session.set_abort_on_close(false);
-        // No interim response to an HTTP/1.0 client (RFC 9110 §15.2): it would take the
-        // 1xx for the answer.
-        if session.req_header().version == http::Version::HTTP_10 {
-            session.as_downstream_mut().set_ignore_info_resp(true);
-        }
-        ctx.snap = Some(snap);
+    async fn early_request_filter(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.snap = Some(self.shared.current.load_full());
         Ok(())
     }
 
@@ -195,26 +171,6 @@ impl ProxyHttp for Limpet {
             Verdict::RedirectHttps(host) => {
                 return exchange::redirect_https(shared, &snap, session, &host).await;
             }
-        }
-        // Only WebSocket is tunnelled; any other upgrade (h2c above all) is proxied as
-        // the plain request it also is.
-        if !ctx.via.h2 && request::drop_upgrade(session.req_header_mut()) {
-            tracing::debug!("upgrade to a protocol other than WebSocket taken out of the request");
-        }
-        if session.is_upgrade_req() {
-            // Upgrades (WebSocket) get their own fresh upstream connection and tunnel.
-            // Boxed, so that the tunnel's large state does not widen every request's
-            // `request_filter` future (Pingora moves it into a box per request).
-            let tunnel = upgrade::tunnel(
-                shared,
-                &self.connector,
-                session,
-                &mut ctx.attempt,
-                ctx.via,
-                &snap,
-                ctx.request_id.as_ref(),
-            );
-            return Box::pin(tunnel).await;
         }
         Ok(false)
     }

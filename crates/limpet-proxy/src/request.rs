@@ -51,22 +51,7 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
 /// `Upgrade`). `h2c` in particular: tunnelled, it would let a client speak HTTP/2
 /// straight to a backend, past routing (request smuggling). Returns whether anything
 /// was taken out.
-pub fn drop_upgrade(req: &mut pingora_http::RequestHeader) -> bool {
-    let Some(kept) = connection_without_upgrade(&req.headers) else {
-        return false;
-    };
-    req.remove_header(&http::header::UPGRADE);
-    req.remove_header("http2-settings");
-    req.remove_header(&http::header::CONNECTION);
-    for v in kept {
-        // A value that was a header value already: appending it cannot fail.
-        let _ = req.append_header(http::header::CONNECTION, v);
-    }
-    true
-}
-
-/// [`drop_upgrade`] for a plain header map (the hyper engine's heads).
-pub fn drop_upgrade_fields(headers: &mut HeaderMap) -> bool {
+pub fn drop_upgrade(headers: &mut HeaderMap) -> bool {
     let Some(kept) = connection_without_upgrade(headers) else {
         return false;
     };
@@ -203,27 +188,43 @@ mod tests {
 
     #[test]
     fn only_websocket_upgrades_are_kept() {
-        let mut req = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("upgrade", "h2c").unwrap();
-        req.insert_header("http2-settings", "AAMAAABkAAQAAP__").unwrap();
-        req.insert_header("connection", "Upgrade, HTTP2-Settings, keep-alive")
-            .unwrap();
+        let mut req = headers(&[
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+            ("connection", "Upgrade, HTTP2-Settings, keep-alive"),
+        ]);
         assert!(drop_upgrade(&mut req));
-        assert!(req.headers.get("upgrade").is_none());
-        assert!(req.headers.get("http2-settings").is_none());
-        assert_eq!(req.headers.get("connection").unwrap(), "keep-alive");
+        assert!(req.get("upgrade").is_none());
+        assert!(req.get("http2-settings").is_none());
+        assert_eq!(req.get("connection").unwrap(), "keep-alive");
 
-        let mut ws = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
-        ws.insert_header("upgrade", "WebSocket").unwrap();
-        ws.insert_header("connection", "Upgrade").unwrap();
+        let mut ws = headers(&[("upgrade", "WebSocket"), ("connection", "Upgrade")]);
         assert!(!drop_upgrade(&mut ws));
-        assert_eq!(ws.headers.get("upgrade").unwrap(), "WebSocket");
+        assert_eq!(ws.get("upgrade").unwrap(), "WebSocket");
 
-        let mut two = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
-        two.insert_header("upgrade", "websocket, h2c").unwrap();
-        two.insert_header("connection", "upgrade").unwrap();
+        let mut two = headers(&[("upgrade", "websocket, h2c"), ("connection", "upgrade")]);
         assert!(drop_upgrade(&mut two));
-        assert!(two.headers.get("connection").is_none());
+        assert!(two.get("connection").is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_fields_stay_on_their_hop() {
+        let mut req = headers(&[
+            ("connection", "close, X-Private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "1"),
+        ]);
+        drop_hop_by_hop(&mut req, false);
+        let left: Vec<&str> = req.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["transfer-encoding", "x-kept"]);
+
+        let mut ws = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        drop_hop_by_hop(&mut ws, true);
+        assert_eq!(ws.get("connection").unwrap(), "upgrade");
+        assert_eq!(ws.get("upgrade").unwrap(), "websocket");
     }
 
     #[test]

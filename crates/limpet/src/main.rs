@@ -255,7 +255,7 @@ fn add_listener(
         proxy_protocol,
         inner: Arc::new(proxy),
         // HTTP/1 connections go to limpet's HTTP/1 engine (docs/architecture.md).
-        h1: limpet_proxy::h1_engine_wanted().then(|| Arc::new(limpet_proxy::H1::new(shared.clone(), i))),
+        h1: Arc::new(limpet_proxy::H1::new(shared.clone(), i)),
     };
     let mut listeners = Listeners::new();
     // Before a TLS handshake: the idle deadline, and the PROXY header if expected.

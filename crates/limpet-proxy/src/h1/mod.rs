@@ -41,13 +41,6 @@ use crate::shared::{Active, Shared};
 use body::{DownBody, Record, Source};
 use upstream::Upstreams;
 
-/// Whether the HTTP/1 engine serves HTTP/1 connections: yes, unless
-/// `LIMPET_ENGINE=pingora` asks for Pingora's own HTTP/1 proxy (kept to measure the
-/// two side by side, docs/performance.md).
-pub fn wanted() -> bool {
-    std::env::var("LIMPET_ENGINE").map_or(true, |v| v != "pingora")
-}
-
 /// Header fields a request or response head may have (Pingora's parser takes as many).
 const MAX_FIELDS: usize = 256;
 
@@ -188,7 +181,7 @@ impl H1 {
         }
         // Only WebSocket is tunnelled; any other upgrade (h2c above all) is proxied as
         // the plain request it also is.
-        if request::drop_upgrade_fields(&mut parts.headers) {
+        if request::drop_upgrade(&mut parts.headers) {
             tracing::debug!("upgrade to a protocol other than WebSocket taken out of the request");
         }
         let on_upgrade = if parts.headers.contains_key(http::header::UPGRADE) {
