@@ -19,6 +19,7 @@ mod reload;
 mod resources;
 mod responses;
 mod slow;
+mod smuggling;
 mod streaming;
 mod tables;
 mod tls;

@@ -7,6 +7,7 @@ mod certs;
 mod client;
 mod measure;
 mod process;
+mod raw;
 mod redis;
 mod spec;
 
@@ -15,6 +16,7 @@ pub use client::*;
 pub use limpet_demo::Backend;
 pub use measure::*;
 pub use process::*;
+pub use raw::*;
 pub use redis::*;
 pub use spec::*;
 
