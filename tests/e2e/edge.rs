@@ -3,8 +3,6 @@
 //! than WebSocket, truncated responses, and backends that reset a request before
 //! answering it. Each test is one defect an outside review reproduced.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use limpet_e2e::*;

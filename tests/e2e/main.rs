@@ -9,6 +9,7 @@ mod cookie;
 mod deploy;
 mod draining;
 mod edge;
+mod engine;
 mod failover;
 mod health;
 mod http2;

@@ -108,6 +108,10 @@ pub struct Guarded {
     /// Bytes were written and not flushed yet: limpet's own answer would land in the
     /// middle of them, so there is none.
     unflushed: bool,
+    /// Set while a write waits on a client that reads nothing (made only then): after
+    /// `client_idle_timeout` without progress the write fails and the connection
+    /// closes, as HAProxy's `timeout client` does.
+    write_stall: Option<Pin<Box<Sleep>>>,
     /// Bytes of the current request head read so far.
     head_bytes: usize,
     /// The current head is, so far, the start of an HTTP/2 preface: not answered as
@@ -145,6 +149,7 @@ impl Guarded {
             inner,
             phase: Phase::default(),
             unflushed: false,
+            write_stall: None,
             idle,
             head,
             timer: Box::pin(tokio::time::sleep(idle)),
@@ -318,6 +323,31 @@ impl Guarded {
     }
 }
 
+impl Guarded {
+    /// A write that made progress ends the stall; one that waits keeps its timer.
+    fn write_progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.write_stall = None;
+            return polled;
+        }
+        let idle = self.idle;
+        let timer = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client read nothing for client_idle_timeout",
+        )))
+    }
+}
+
 impl AsyncWrite for Guarded {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -325,17 +355,20 @@ impl AsyncWrite for Guarded {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         self.unflushed = true;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.write_progress(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let flushed = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        let flushed = ready!(self.write_progress(cx, polled));
         self.unflushed = flushed.is_err();
         Poll::Ready(flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.write_progress(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -344,7 +377,8 @@ impl AsyncWrite for Guarded {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         self.unflushed = true;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.write_progress(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,7 +1,7 @@
 //! The decision on a request head, whichever HTTP engine read it: limits limpet puts on
 //! the head, the client's address and request id, the scheme it used, routing, and the
 //! persistence chain's verdict in the request's [`Attempt`]. Drivers (the Pingora hooks
-//! in `proxy.rs`, the hyper gate in `gate.rs`) act on the [`Verdict`]: they answer it
+//! in `proxy.rs` for HTTP/2, the HTTP/1 engine in `h1/`) act on the [`Verdict`]: they answer it
 //! themselves, or proxy to the backend the attempt chooses.
 
 use std::net::IpAddr;

@@ -128,7 +128,7 @@ impl Refusal {
             Refusal::UpstreamError => "limpet: the backend failed to answer\n",
             Refusal::Internal => "limpet: internal error\n",
             Refusal::HttpsRedirect => "limpet: this site is served over https\n",
-            Refusal::RequestTimeout => "limpet: the request head came too slowly\n",
+            Refusal::RequestTimeout => "limpet: the request came too slowly\n",
             Refusal::ResponseTooLarge => "limpet: the backend's response headers are too large\n",
             Refusal::LocalResources => "limpet: the proxy is out of resources; retry shortly\n",
         }

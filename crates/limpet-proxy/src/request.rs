@@ -94,23 +94,33 @@ fn connection_without_upgrade(headers: &HeaderMap) -> Option<Vec<HeaderValue>> {
 
 /// Takes the hop-by-hop fields (RFC 9110 §7.6.1) out of a message limpet relays
 /// between two HTTP/1 connections it manages itself: `Connection` and the fields it
-/// names, `Keep-Alive`, `Proxy-Connection`, `TE` and `Trailer`, and `Upgrade` unless
-/// `keep_upgrade` (a WebSocket handshake, which needs it and `Connection: upgrade`).
-/// `Transfer-Encoding` stays: the engine frames the body by it.
+/// names, `Keep-Alive`, `Proxy-Connection`, `TE` but `TE: trailers` (which says the
+/// client takes the trailers a backend may send), and `Upgrade` unless `keep_upgrade` (a
+/// WebSocket handshake, which needs it and `Connection: upgrade`). `Transfer-Encoding`
+/// stays: the engine frames the body by it; so does `Trailer`, which is end to end.
 pub fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    use http::header::{HeaderName, CONNECTION, TRANSFER_ENCODING, UPGRADE};
+    use http::header::{HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .filter(|n| *n != TRANSFER_ENCODING && !(keep_upgrade && *n == UPGRADE))
+        .filter(|n| *n != TRANSFER_ENCODING && *n != TE && !(keep_upgrade && *n == UPGRADE))
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection", "te", "trailer"] {
+    for name in ["keep-alive", "proxy-connection"] {
         headers.remove(name);
+    }
+    let trailers_only = {
+        let mut te = headers.get_all(TE).iter();
+        te.next()
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"))
+            && te.next().is_none()
+    };
+    if !trailers_only {
+        headers.remove(TE);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -213,13 +223,18 @@ mod tests {
             ("connection", "close, X-Private"),
             ("x-private", "1"),
             ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("transfer-encoding", "chunked"),
+            ("trailer", "x-sum"),
             ("x-kept", "1"),
         ]);
         drop_hop_by_hop(&mut req, false);
-        let left: Vec<&str> = req.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["transfer-encoding", "x-kept"]);
+        let mut left: Vec<&str> = req.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["trailer", "transfer-encoding", "x-kept"]);
+        let mut trailers = headers(&[("te", "trailers")]);
+        drop_hop_by_hop(&mut trailers, false);
+        assert_eq!(trailers.get("te").unwrap(), "trailers");
 
         let mut ws = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
         drop_hop_by_hop(&mut ws, true);

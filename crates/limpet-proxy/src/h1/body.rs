@@ -164,15 +164,16 @@ impl Body for Tee {
                 Kept::Trailers(_) => 0,
             })
             .sum();
-        let mut hint = state
+        let source = state
             .source
             .as_ref()
-            .map(Body::size_hint)
-            .unwrap_or_else(|| SizeHint::with_exact(0));
-        hint.set_lower(hint.lower() + kept);
-        if let Some(upper) = hint.upper() {
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        // Upper bound first: a lower bound above the upper one panics.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = source.upper() {
             hint.set_upper(upper + kept);
         }
+        hint.set_lower(source.lower() + kept);
         hint
     }
 }

@@ -12,8 +12,8 @@
 //!   request body: a client that stops sending its body gets a `408` and the backend
 //!   is not blamed; a backend silent that long gets the request a `504`.
 //! - A WebSocket handshake gets a fresh connection; after the backend's `101`, both
-//!   connections are handed over and joined by [`tunnel`] until either side closes or
-//!   both stay silent for `upstream_read_timeout`.
+//!   connections are handed over and joined by [`tunnel`] until the backend closes (a
+//!   client's half-close is passed on) or both stay silent for `upstream_read_timeout`.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -277,8 +277,9 @@ async fn wait(
     }
 }
 
-/// Joins the client's and the backend's connections after a `101`, until either side
-/// closes or fails, or neither sends anything for `idle`. The record is written then.
+/// Joins the client's and the backend's connections after a `101`, until the backend
+/// closes (a client that half-closes still receives until then), either side fails, or
+/// neither sends anything for `idle`. The record is written then.
 async fn tunnel((client, backend): (OnUpgrade, OnUpgrade), conn: Conn, idle: Duration, record: Box<Record>) {
     let (client, backend) = tokio::join!(client, backend);
     // The backend's handshake connection has handed its stream over.
@@ -291,24 +292,29 @@ async fn tunnel((client, backend): (OnUpgrade, OnUpgrade), conn: Conn, idle: Dur
     let (mut br, mut bw) = tokio::io::split(TokioIo::new(backend));
     let mut from_client = vec![0u8; 16 * 1024];
     let mut from_backend = vec![0u8; 16 * 1024];
+    // A client that half-closes still receives, until the backend closes.
+    let mut client_open = true;
     loop {
         let step = tokio::time::timeout(idle, async {
             tokio::select! {
-                n = cr.read(&mut from_client) => (true, n),
+                n = cr.read(&mut from_client), if client_open => (true, n),
                 n = br.read(&mut from_backend) => (false, n),
             }
         })
         .await;
         let moved = match step {
+            Ok((true, Ok(0))) => {
+                client_open = false;
+                bw.shutdown().await.is_ok()
+            }
+            // The backend's close ends the tunnel (a WebSocket server closes the TCP
+            // connection first, RFC 6455 §7.1.1), whatever the client still holds.
+            Ok((false, Ok(0))) => false,
             // Written through: the streams below buffer writes until flushed.
-            Ok((true, Ok(n))) if n > 0 => {
-                bw.write_all(&from_client[..n]).await.is_ok() && bw.flush().await.is_ok()
-            }
-            Ok((false, Ok(n))) if n > 0 => {
-                cw.write_all(&from_backend[..n]).await.is_ok() && cw.flush().await.is_ok()
-            }
-            // Closed by either side, a read error, or idle for too long.
-            _ => false,
+            Ok((true, Ok(n))) => bw.write_all(&from_client[..n]).await.is_ok() && bw.flush().await.is_ok(),
+            Ok((false, Ok(n))) => cw.write_all(&from_backend[..n]).await.is_ok() && cw.flush().await.is_ok(),
+            // A read error, or idle for too long.
+            Ok((_, Err(_))) | Err(_) => false,
         };
         if !moved {
             break;
