@@ -41,9 +41,6 @@ use crate::shared::{Active, Shared};
 use body::{DownBody, Record, Source};
 use upstream::Upstreams;
 
-/// Header fields a request or response head may have (Pingora's parser takes as many).
-const MAX_FIELDS: usize = 256;
-
 /// The HTTP/1 engine of one listener.
 pub struct H1 {
     shared: Arc<Shared>,
@@ -86,7 +83,9 @@ impl H1 {
         builder
             .half_close(true)
             .keep_alive(true)
-            .max_headers(MAX_FIELDS)
+            // hyper's default of 100 header fields stands (HAProxy's is 101): a head
+            // with more gets 431. Setting any other number makes hyper fill an array
+            // of that many entries for every head it parses.
             // A backstop only: the guard answers a head above the limit (431) as it
             // reads, before hyper's buffer is full.
             .max_buf_size(max_head.saturating_mul(2).max(16 * 1024));

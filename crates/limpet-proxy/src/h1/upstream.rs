@@ -95,6 +95,13 @@ impl Upstreams {
                 return Ok(conn);
             }
         }
+        // Boxed: connecting (TCP, TLS, the handshake) holds kilobytes of state that the
+        // common case, a reused connection, would otherwise carry and copy too.
+        Box::pin(self.connect(peer, key, upgrade)).await
+    }
+
+    /// A new connection to `peer`.
+    async fn connect(&self, peer: &HttpPeer, key: u64, upgrade: bool) -> Result<Conn> {
         let stream = self.connector.new_stream(peer).await?;
         let h2 = match stream.selected_alpn_proto() {
             Some(alpn) => alpn == ALPN::H2,
@@ -128,7 +135,6 @@ impl Upstreams {
             sender
         } else {
             let (sender, conn) = http1::Builder::new()
-                .max_headers(1000)
                 .max_buf_size(1024 * 1024)
                 .handshake(io)
                 .await
