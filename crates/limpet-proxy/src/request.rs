@@ -100,33 +100,54 @@ fn connection_without_upgrade(headers: &HeaderMap) -> Option<Vec<HeaderValue>> {
 /// stays: the engine frames the body by it; so does `Trailer`, which is end to end.
 pub fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     use http::header::{HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .filter(|n| *n != TRANSFER_ENCODING && *n != TE && !(keep_upgrade && *n == UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the names says which hop-by-hop fields are there at all: most
+    // messages have none, or only `Connection: keep-alive`.
+    let (mut connection, mut others) = (false, false);
+    for name in headers.keys() {
+        match name.as_str() {
+            "connection" => connection = true,
+            "keep-alive" | "proxy-connection" | "te" | "upgrade" => others = true,
+            _ => {}
+        }
     }
-    for name in ["keep-alive", "proxy-connection"] {
-        headers.remove(name);
+    if connection {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            // `keep-alive` and `close` are options more often than field names; the
+            // Keep-Alive field goes below either way.
+            .filter(|t| {
+                !t.is_empty() && !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|n| *n != TRANSFER_ENCODING && *n != TE && !(keep_upgrade && *n == UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
     }
-    let trailers_only = {
-        let mut te = headers.get_all(TE).iter();
-        te.next()
-            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"))
-            && te.next().is_none()
-    };
-    if !trailers_only {
-        headers.remove(TE);
+    if others {
+        for name in ["keep-alive", "proxy-connection"] {
+            headers.remove(name);
+        }
+        let trailers_only = {
+            let mut te = headers.get_all(TE).iter();
+            te.next()
+                .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"))
+                && te.next().is_none()
+        };
+        if !trailers_only {
+            headers.remove(TE);
+        }
+        if !keep_upgrade {
+            headers.remove(UPGRADE);
+        }
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(CONNECTION);
-        headers.remove(UPGRADE);
     }
 }
 
