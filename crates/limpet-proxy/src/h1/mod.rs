@@ -20,7 +20,9 @@ mod relay;
 mod upstream;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -93,7 +95,12 @@ impl H1 {
         let service = hyper::service::service_fn(move |req| {
             let this = this.clone();
             let phase = phase.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, peer, phase).await) }
+            // Boxed: hyper keeps a slot the size of this future for the connection's
+            // whole life, idle or not; boxed, the request's state exists only while
+            // the request does.
+            let handled: Pin<Box<dyn Future<Output = Result<Response<DownBody>, Infallible>> + Send>> =
+                Box::pin(async move { Ok::<_, Infallible>(this.handle(req, peer, phase).await) });
+            handled
         });
         let conn = builder
             .serve_connection(TokioIo::new(guarded), service)

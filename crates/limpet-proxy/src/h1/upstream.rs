@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::body::UpBody;
 
-/// Idle connections kept per peer, at most.
-const IDLE_PER_PEER: usize = 256;
+/// Idle connections kept per peer, at most (each holds hyper's buffers and a task).
+const IDLE_PER_PEER: usize = 64;
 /// An idle connection older than this is not reused (backends commonly close theirs
 /// after 60 s or more; one closed under a request is retried).
 const IDLE_FOR: Duration = Duration::from_secs(55);
