@@ -9,7 +9,7 @@ use http::request::Parts;
 use http::HeaderValue;
 use limpet_affinity::Outcome;
 
-use crate::access::{AccessLog, Entry};
+use crate::access::Entry;
 use crate::attempt::Attempt;
 use crate::clock::now_ms;
 use crate::exchange::Via;
@@ -18,8 +18,9 @@ use crate::snapshot::{outcome_index, Snapshot};
 
 /// What the engine knows of a request once it is over.
 pub struct Ended<'a> {
-    /// The request head; needed only for the access log (`None` when it is off).
-    pub head: Option<&'a Parts>,
+    /// What the access log reads of the request head; `None` when the log is off
+    /// ([`crate::AccessLog::enabled`], asked once per request by the engine).
+    pub head: Option<Logged<'a>>,
     /// The status sent to the client; 0 when none was.
     pub status: u16,
     /// The backend's status, once it answered.
@@ -39,6 +40,55 @@ pub struct Ended<'a> {
     pub arrived: Instant,
     pub connected: Option<Instant>,
     pub responded: Option<Instant>,
+}
+
+/// The parts of a request head the access log writes.
+#[derive(Clone, Copy)]
+pub struct Logged<'a> {
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub host: Option<&'a HeaderValue>,
+    pub user_agent: Option<&'a HeaderValue>,
+}
+
+impl<'a> Logged<'a> {
+    pub fn of(head: &'a Parts) -> Self {
+        Self {
+            method: &head.method,
+            uri: &head.uri,
+            host: head.headers.get(http::header::HOST),
+            user_agent: head.headers.get(http::header::USER_AGENT),
+        }
+    }
+}
+
+/// [`Logged`], owned: what an engine keeps of a head it hands on, for the log line at
+/// the request's end (clones of shared buffers, not of the whole head).
+pub struct LoggedHead {
+    method: http::Method,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+}
+
+impl LoggedHead {
+    pub fn of(head: &Parts) -> Self {
+        Self {
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            host: head.headers.get(http::header::HOST).cloned(),
+            user_agent: head.headers.get(http::header::USER_AGENT).cloned(),
+        }
+    }
+
+    pub fn logged(&self) -> Logged<'_> {
+        Logged {
+            method: &self.method,
+            uri: &self.uri,
+            host: self.host.as_ref(),
+            user_agent: self.user_agent.as_ref(),
+        }
+    }
 }
 
 /// Records the end of a request that `attempt` carried.
@@ -72,20 +122,15 @@ pub fn finish(shared: &Shared, snap: &Snapshot, attempt: &mut Attempt, ended: &E
     if let Some(counter) = shared.listeners.get(ended.via.listener) {
         counter.count(ended.via.h2);
     }
-    let (true, Some(req)) = (AccessLog::enabled(), ended.head) else {
+    // The engine kept the head only when the log is on.
+    let Some(req) = ended.head else {
         return;
     };
     let host = req
         .uri
         .host()
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| req.host.and_then(|h| h.to_str().ok()))
         .unwrap_or_default();
-    let header = |name: http::header::HeaderName| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    };
     let since = |from: Option<Instant>, to: Option<Instant>| Some(to?.saturating_duration_since(from?));
     shared.access.write(&Entry {
         at: SystemTime::now(),
@@ -100,7 +145,7 @@ pub fn finish(shared: &Shared, snap: &Snapshot, attempt: &mut Attempt, ended: &E
         status,
         bytes_in: ended.bytes_in,
         bytes_out: ended.bytes_out,
-        user_agent: header(http::header::USER_AGENT),
+        user_agent: req.user_agent.and_then(|v| v.to_str().ok()).unwrap_or_default(),
         pool: pool.map_or("", |p| p.id.as_str()),
         backend: backend.map_or("", |b| b.id.as_str()),
         backend_address: backend.map(|b| b.address),

@@ -21,10 +21,11 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
+use crate::access::AccessLog;
 use crate::attempt::{peer_for, AfterConnectFailure, Attempt};
 use crate::decide::{decide, Verdict};
 use crate::exchange::{self, refuse, Refusal, Via};
-use crate::finish::{finish, Ended};
+use crate::finish::{finish, Ended, Logged};
 use crate::local::LocalError;
 use crate::request;
 use crate::shared::{Active, Shared};
@@ -372,7 +373,7 @@ impl ProxyHttp for Limpet {
             return;
         };
         let ended = Ended {
-            head: Some(session.req_header()),
+            head: AccessLog::enabled().then(|| Logged::of(session.req_header())),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             upstream_status: ctx.upstream_status,
             upstream_failure: e

@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
@@ -25,7 +24,7 @@ use tokio::time::Sleep;
 use crate::attempt::Attempt;
 use crate::deadline::Phase;
 use crate::exchange::Via;
-use crate::finish::{finish, Ended};
+use crate::finish::{finish, Ended, LoggedHead};
 use crate::shared::{Active, Shared};
 use crate::snapshot::Snapshot;
 
@@ -222,8 +221,8 @@ pub struct Record {
     pub via: Via,
     pub client: Option<IpAddr>,
     pub request_id: Option<HeaderValue>,
-    /// The request head, kept only for the access log.
-    pub head: Option<Parts>,
+    /// What the access log writes of the request head, kept only when it is on.
+    pub head: Option<LoggedHead>,
     pub arrived: Instant,
     pub connected: Option<Instant>,
     pub responded: Option<Instant>,
@@ -246,7 +245,7 @@ impl Drop for Record {
             .and_then(|b| b.lock().ok().map(|b| b.read))
             .unwrap_or(0);
         let ended = Ended {
-            head: self.head.as_ref(),
+            head: self.head.as_ref().map(LoggedHead::logged),
             status: self.status,
             upstream_status: self.upstream_status,
             upstream_failure: self.upstream_failure,

@@ -38,6 +38,7 @@ use crate::attempt::Attempt;
 use crate::deadline::{Guarded, Phase};
 use crate::decide::{decide, Verdict};
 use crate::exchange::{self, Refusal, Via};
+use crate::finish::LoggedHead;
 use crate::request;
 use crate::shared::{Active, Shared};
 use body::{DownBody, Record, Source};
@@ -174,7 +175,7 @@ impl H1 {
         record.client = decided.client;
         record.request_id = decided.request_id;
         if AccessLog::enabled() {
-            record.head = Some(head_copy(&parts));
+            record.head = Some(LoggedHead::of(&parts));
         }
         match decided.verdict {
             Verdict::Proxy => {}
@@ -229,14 +230,4 @@ impl H1 {
         *r.headers_mut() = headers;
         r
     }
-}
-
-/// A copy of the head for the access log.
-fn head_copy(head: &http::request::Parts) -> http::request::Parts {
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = head.method.clone();
-    parts.uri = head.uri.clone();
-    parts.version = head.version;
-    parts.headers = head.headers.clone();
-    parts
 }
