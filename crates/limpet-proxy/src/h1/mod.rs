@@ -50,7 +50,7 @@ pub struct H1 {
     /// Index of this listener in the configuration.
     listener: usize,
     tls: bool,
-    upstreams: Upstreams,
+    upstreams: Arc<Upstreams>,
 }
 
 impl H1 {
@@ -66,7 +66,7 @@ impl H1 {
             shared,
             listener,
             tls,
-            upstreams: Upstreams::new(),
+            upstreams: Arc::new(Upstreams::new()),
         }
     }
 

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,11 @@ use super::body::UpBody;
 
 /// Idle connections kept per peer, at most (each holds hyper's buffers and a task).
 const IDLE_PER_PEER: usize = 64;
-/// An idle connection older than this is not reused (backends commonly close theirs
-/// after 60 s or more; one closed under a request is retried).
-const IDLE_FOR: Duration = Duration::from_secs(55);
+/// An idle connection unused this long is closed (HAProxy's `pool-purge-delay` is
+/// 5 s): a burst's connections do not outlive it by much.
+const IDLE_FOR: Duration = Duration::from_secs(10);
+/// How often idle connections are looked over.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// How requests are sent on a connection.
 pub enum Sender {
@@ -76,6 +78,8 @@ struct Idle {
 pub struct Upstreams {
     connector: TransportConnector,
     idle: Mutex<HashMap<u64, Vec<Idle>>>,
+    /// The sweeper of idle connections runs (started with the first one kept).
+    sweeping: AtomicBool,
 }
 
 impl Upstreams {
@@ -83,6 +87,7 @@ impl Upstreams {
         Self {
             connector: TransportConnector::new(None),
             idle: Mutex::new(HashMap::new()),
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -162,18 +167,17 @@ impl Upstreams {
     fn take(&self, key: u64) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(&key)?;
-        list.retain(|c| {
-            !match &c.sender {
-                Sender::H1(s) => s.is_closed(),
-                Sender::H2(s) => s.is_closed(),
-            } && c.since.elapsed() < IDLE_FOR
-        });
+        list.retain(Idle::usable);
         let at = list.iter().position(|c| match &c.sender {
             Sender::H1(s) => s.is_ready(),
             Sender::H2(s) => s.is_ready(),
         })?;
         let (sender, read) = match &list[at].sender {
-            Sender::H2(_) => (clone_h2(&list[at].sender), list[at].read.clone()),
+            Sender::H2(_) => {
+                // Shared, not taken: in use as long as requests come.
+                list[at].since = Instant::now();
+                (clone_h2(&list[at].sender), list[at].read.clone())
+            }
             Sender::H1(_) => {
                 let c = list.swap_remove(at);
                 (c.sender, c.read)
@@ -190,7 +194,7 @@ impl Upstreams {
 
     /// Puts an HTTP/1 connection back once its response head came: it is ready again
     /// when the response body has been read, and only then taken.
-    pub fn put(&self, conn: Conn) {
+    pub fn put(self: &Arc<Self>, conn: Conn) {
         let Sender::H1(_) = conn.sender else {
             return;
         };
@@ -207,6 +211,38 @@ impl Upstreams {
                 });
             }
         }
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+}
+
+impl Idle {
+    /// Still open, and not idle for too long.
+    fn usable(&self) -> bool {
+        let closed = match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        };
+        !closed && self.since.elapsed() < IDLE_FOR
+    }
+}
+
+/// Closes idle connections unused for [`IDLE_FOR`], every [`SWEEP_EVERY`], for as long
+/// as the engine exists.
+async fn sweep(upstreams: Weak<Upstreams>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(upstreams) = upstreams.upgrade() else {
+            return;
+        };
+        let swept = upstreams.idle.lock().map(|mut idle| {
+            idle.retain(|_, list| {
+                list.retain(Idle::usable);
+                !list.is_empty()
+            });
+        });
+        drop(swept);
     }
 }
 

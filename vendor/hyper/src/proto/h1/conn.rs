@@ -576,6 +576,8 @@ where
             && matches!(self.state.writing, Writing::Init)
         {
             self.io.release_idle_buffers();
+            // The emptied header map kept for the next head holds its capacity too.
+            self.state.cached_headers = None;
         }
         self.maybe_notify(cx);
     }
