@@ -1,6 +1,6 @@
 //! Cost of issuing and verifying an affinity cookie (the per-request work of the cookie method).
 #![allow(clippy::unwrap_used)]
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use limpet_affinity::{decode, encode, Keyring, SigningKey};
 use std::hint::black_box;
 use std::time::Duration;
@@ -13,8 +13,21 @@ fn bench(c: &mut Criterion) {
         b.iter(|| encode(&keys, black_box("web"), black_box("web-1"), 1_000, ttl))
     });
     let mut buf = Vec::new();
+    // The same value again, as a returning client sends it: verified once per thread.
     c.bench_function("cookie_verify", |b| {
         b.iter(|| decode(&keys, "web", black_box(value.as_bytes()), &mut buf, 1_001, ttl).is_ok())
+    });
+    // A value this thread has not seen: its tag is checked.
+    let mut n = 0u64;
+    c.bench_function("cookie_verify_unseen", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                encode(&keys, "web", &format!("web-{n}"), 1_000, ttl)
+            },
+            |v| decode(&keys, "web", black_box(v.as_bytes()), &mut buf, 1_001, ttl).is_ok(),
+            BatchSize::SmallInput,
+        )
     });
 }
 

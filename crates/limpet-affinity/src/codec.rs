@@ -18,6 +18,9 @@ use hmac::{Hmac, Mac};
 /// Longest id in a cookie: the bound config enforces on key and backend ids.
 use limpet_config::MAX_ID_LEN;
 use sha2::Sha256;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -39,6 +42,9 @@ const CLOCK_SKEW_SECS: u64 = 60;
 pub struct SigningKey {
     id: String,
     mac: HmacSha256,
+    /// Names this key's secret among every key made in the process (clones share it):
+    /// what [`VERIFIED`] remembers a tag was checked with.
+    serial: u64,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -66,9 +72,11 @@ impl SigningKey {
             return Err(KeyError::TooShort(secret.len()));
         }
         let mac = HmacSha256::new_from_slice(secret).map_err(|_| KeyError::TooShort(secret.len()))?;
+        static SERIALS: AtomicU64 = AtomicU64::new(0);
         Ok(Self {
             id: id.to_string(),
             mac,
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -136,6 +144,55 @@ impl<'a> From<&'a str> for Scope<'a> {
     fn from(pool: &'a str) -> Self {
         Self { pool, follows: None }
     }
+}
+
+/// Most distinct cookies one thread remembers as verified before it starts over.
+const VERIFIED_MAX: usize = 1024;
+
+thread_local! {
+    /// Cookies whose tag this thread checked and found good, each by the key's
+    /// [`SigningKey::serial`], its scope, and its exact bytes: a returning client sends
+    /// the same value with every request, and checking its HMAC-SHA256 again is most
+    /// of what a returning request costs limpet. A value differing in any byte, under
+    /// another secret or scope, is checked afresh; nothing unverified is ever kept.
+    /// The second field is scratch for building a lookup.
+    static VERIFIED: RefCell<(HashSet<Box<[u8]>>, Vec<u8>)> = RefCell::new((HashSet::new(), Vec::new()));
+}
+
+/// Whether `given` is `body`'s tag under `key` in `scope`.
+fn verify(key: &SigningKey, scope: Scope<'_>, body: &[u8], given: &[u8]) -> bool {
+    let check = || tag(key, scope, body).verify_slice(given).is_ok();
+    VERIFIED.with(|verified| {
+        let Ok(mut verified) = verified.try_borrow_mut() else {
+            return check();
+        };
+        let (seen, entry) = &mut *verified;
+        entry.clear();
+        entry.extend_from_slice(&key.serial.to_be_bytes());
+        entry.push(scope.pool.len() as u8);
+        entry.extend_from_slice(scope.pool.as_bytes());
+        match scope.follows {
+            None => entry.push(0),
+            Some(app) => {
+                entry.push(1);
+                entry.extend_from_slice(&(app.len() as u64).to_be_bytes());
+                entry.extend_from_slice(app);
+            }
+        }
+        entry.extend_from_slice(body);
+        entry.extend_from_slice(given);
+        if seen.contains(entry.as_slice()) {
+            return true;
+        }
+        if !check() {
+            return false;
+        }
+        if seen.len() >= VERIFIED_MAX {
+            seen.clear();
+        }
+        seen.insert(entry.as_slice().into());
+        true
+    })
 }
 
 fn tag(key: &SigningKey, scope: Scope<'_>, body: &[u8]) -> HmacSha256 {
@@ -238,9 +295,9 @@ pub fn decode<'a, 's>(
         return Err(Reject::Malformed);
     }
     let key = keys.find(key_id).ok_or(Reject::UnknownKey)?;
-    tag(key, scope.into(), &b[..body_len])
-        .verify_slice(given)
-        .map_err(|_| Reject::BadSignature)?;
+    if !verify(key, scope.into(), &b[..body_len], given) {
+        return Err(Reject::BadSignature);
+    }
     if issued_at > now.saturating_add(CLOCK_SKEW_SECS) {
         return Err(Reject::FromTheFuture);
     }
@@ -307,6 +364,34 @@ mod tests {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(check(&keys, "web", &v, 1_000), Ok((b"web-2".to_vec(), 1_000)));
         assert_eq!(check(&keys, "web", &v, 1_900), Ok((b"web-2".to_vec(), 1_000)));
+    }
+
+    #[test]
+    fn a_value_verified_once_is_the_only_one_taken_without_its_tag_checked() {
+        let keys = ring(&[("k1", S1)]);
+        let v = encode(&keys, "web", "web-2", 1_000, HOUR);
+        for _ in 0..3 {
+            assert_eq!(check(&keys, "web", &v, 1_000), Ok((b"web-2".to_vec(), 1_000)));
+        }
+        // Every other byte of the value, flipped, is still refused.
+        for at in 0..v.len() {
+            let mut bytes = v.clone().into_bytes();
+            bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            assert!(check(&keys, "web", &tampered, 1_000).is_err(), "byte {at}");
+        }
+        // Not in another pool, nor under another secret with the same key id.
+        assert_eq!(check(&keys, "api", &v, 1_000), Err(Reject::BadSignature));
+        let other = ring(&[("k1", S2)]);
+        assert_eq!(check(&other, "web", &v, 1_000), Err(Reject::BadSignature));
+        // Expiry is checked on every request, verified before or not.
+        assert_eq!(check(&keys, "web", &v, 1_000 + 3601), Err(Reject::Expired));
+        // Past the most remembered, values are checked again and still pass.
+        for i in 0..VERIFIED_MAX + 10 {
+            let v = encode(&keys, "web", &format!("b{i}"), 1_000, HOUR);
+            assert!(check(&keys, "web", &v, 1_000).is_ok());
+        }
+        assert_eq!(check(&keys, "web", &v, 1_000), Ok((b"web-2".to_vec(), 1_000)));
     }
 
     #[test]
