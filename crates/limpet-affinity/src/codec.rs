@@ -155,8 +155,15 @@ thread_local! {
     /// the same value with every request, and checking its HMAC-SHA256 again is most
     /// of what a returning request costs limpet. A value differing in any byte, under
     /// another secret or scope, is checked afresh; nothing unverified is ever kept.
-    /// The second field is scratch for building a lookup.
-    static VERIFIED: RefCell<(HashSet<Box<[u8]>>, Vec<u8>)> = RefCell::new((HashSet::new(), Vec::new()));
+    static VERIFIED: RefCell<Verified> = RefCell::new(Verified::default());
+}
+
+/// See [`VERIFIED`].
+#[derive(Default)]
+struct Verified {
+    seen: HashSet<Box<[u8]>>,
+    /// Scratch for building a lookup.
+    entry: Vec<u8>,
 }
 
 /// Whether `given` is `body`'s tag under `key` in `scope`.
@@ -166,7 +173,7 @@ fn verify(key: &SigningKey, scope: Scope<'_>, body: &[u8], given: &[u8]) -> bool
         let Ok(mut verified) = verified.try_borrow_mut() else {
             return check();
         };
-        let (seen, entry) = &mut *verified;
+        let Verified { seen, entry } = &mut *verified;
         entry.clear();
         entry.extend_from_slice(&key.serial.to_be_bytes());
         entry.push(scope.pool.len() as u8);
