@@ -155,3 +155,68 @@ async fn a_stalled_body_is_answered_as_such() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
     assert!(!text.contains("head"), "{text:?}");
 }
+
+/// A client that reads slowly but steadily is never cut, however long the response
+/// takes (second outside review: the stall timer saw no progress while the kernel's
+/// megabytes of send buffer drained, and cut the download after `client_idle_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_steady_reader_gets_the_whole_response() {
+    let bs = backends("ss", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .server_key("client_idle_timeout: 2s")
+        .start()
+        .await;
+    let total: usize = 20 << 20;
+    let mut s = TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(
+        format!("GET /download?bytes={total} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    // About 64 KB/s for three and a half timeouts, then the rest at full speed.
+    let slow_until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < slow_until {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {got} bytes\n{}", lb.log_text());
+        got += n;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rest = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(rest.is_ok());
+    assert!(got > total, "got {got} of {total} body bytes\n{}", lb.log_text());
+}
+
+/// limpet's own 431 to a pipelined head closes the connection, as for any other head
+/// (second outside review: the requests after it were served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_pipelined_head_closes_the_connection() {
+    let bs = backends("op", 1).await;
+    let lb = PoolSpec::new(&bs)
+        .server_key("max_request_header_bytes: 16KiB")
+        .start()
+        .await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: app\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let mut request = String::new();
+    request.push_str("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    request.push_str(&big);
+    request.push_str("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    let (text, _) = raw_exchange(lb.addr, request.as_bytes()).await;
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &text[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "431"], "{text:?}");
+}

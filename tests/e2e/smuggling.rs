@@ -6,9 +6,14 @@
 
 use limpet_e2e::*;
 
-/// Answers every request it reads with a small 200, keeping the connection.
+/// Answers the request it reads with a small 200 and closes: the naive backend never
+/// reads a chunked body, so a kept connection would hold its leftovers for the next
+/// case.
 fn ok(_: &str) -> Option<(Vec<u8>, bool)> {
-    Some((b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n".to_vec(), true))
+    Some((
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n".to_vec(),
+        false,
+    ))
 }
 
 const HIDDEN: &str = "GET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n";

@@ -43,6 +43,8 @@ use pingora_core::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use pingora_core::protocols::l4::ext::get_tcp_info;
+
 use crate::exchange::{raw_refusal, Refusal};
 use crate::shared::Shared;
 
@@ -110,8 +112,13 @@ pub struct Guarded {
     unflushed: bool,
     /// Set while a write waits on a client that reads nothing (made only then): after
     /// `client_idle_timeout` without progress the write fails and the connection
-    /// closes, as HAProxy's `timeout client` does.
+    /// closes, as HAProxy's `timeout client` does. Progress is the client's
+    /// acknowledging bytes (`TCP_INFO`), not only a write completing: the kernel wakes
+    /// a writer only once a third of a send buffer of up to megabytes has drained,
+    /// which a slow but steady reader can take longer than the timeout to do.
     write_stall: Option<Pin<Box<Sleep>>>,
+    /// Bytes the client had acknowledged when the stall timer was last set.
+    stall_acked: Option<u64>,
     /// Bytes of the current request head read so far.
     head_bytes: usize,
     /// The current head is, so far, the start of an HTTP/2 preface: not answered as
@@ -150,6 +157,7 @@ impl Guarded {
             phase: Phase::default(),
             unflushed: false,
             write_stall: None,
+            stall_acked: None,
             idle,
             head,
             timer: Box::pin(tokio::time::sleep(idle)),
@@ -324,6 +332,11 @@ impl Guarded {
 }
 
 impl Guarded {
+    /// Bytes of this connection the client has acknowledged, when the socket says.
+    fn acked(&self) -> Option<u64> {
+        get_tcp_info(self.inner.id()).ok().map(|i| i.tcpi_bytes_acked)
+    }
+
     /// A write that made progress ends the stall; one that waits keeps its timer.
     fn write_progress<T>(
         &mut self,
@@ -335,10 +348,23 @@ impl Guarded {
             return polled;
         }
         let idle = self.idle;
+        if self.write_stall.is_none() {
+            self.stall_acked = self.acked();
+        }
         let timer = self
             .write_stall
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
         if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let acked = self.acked();
+        if acked.is_some() && acked != self.stall_acked {
+            // The client is reading, only slowly: another period.
+            self.stall_acked = acked;
+            if let Some(timer) = self.write_stall.as_mut() {
+                timer.as_mut().reset(Instant::now() + idle);
+                let _ = timer.as_mut().poll(cx);
+            }
             return Poll::Pending;
         }
         Poll::Ready(Err(std::io::Error::new(

@@ -225,6 +225,26 @@ pub struct Via {
     pub scheme: Scheme,
 }
 
+impl Via {
+    /// How a request comes through listener `listener` as far as the listener alone
+    /// says: over TLS or not, as HTTP/1, with the scheme that follows.
+    pub fn of_listener(shared: &Shared, listener: usize) -> Self {
+        let tls = shared
+            .current
+            .load()
+            .config
+            .listeners
+            .get(listener)
+            .is_some_and(|l| l.tls.is_some());
+        Self {
+            listener,
+            tls,
+            h2: false,
+            scheme: if tls { Scheme::Https } else { Scheme::Http },
+        }
+    }
+}
+
 /// Writes limpet's own response for `refusal` (unless a response has begun already)
 /// and counts it under the request's pool. Returns `Ok(true)`: the response is done.
 pub async fn refuse(

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use limpet_affinity::Scheme;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -35,24 +34,15 @@ use crate::snapshot::Snapshot;
 /// listeners differ in TLS, h2c and redirects).
 pub struct Limpet {
     shared: Arc<Shared>,
-    /// Index of this service's listener in the configuration.
-    listener: usize,
-    tls: bool,
+    /// The listener, and what it alone says of how requests come (TLS or not).
+    via: Via,
 }
 
 impl Limpet {
     pub fn new(shared: Arc<Shared>, listener: usize) -> Self {
-        let tls = shared
-            .current
-            .load()
-            .config
-            .listeners
-            .get(listener)
-            .is_some_and(|l| l.tls.is_some());
         Self {
+            via: Via::of_listener(&shared, listener),
             shared,
-            listener,
-            tls,
         }
     }
 }
@@ -126,12 +116,7 @@ impl ProxyHttp for Limpet {
             peer: None,
             upstream_status: None,
             refusal: None,
-            via: Via {
-                listener: self.listener,
-                tls: self.tls,
-                h2: false,
-                scheme: if self.tls { Scheme::Https } else { Scheme::Http },
-            },
+            via: self.via,
             request_id: None,
             arrived: Instant::now(),
             connected: None,

@@ -30,7 +30,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use limpet_affinity::Scheme;
 use pingora_core::server::ShutdownWatch;
 
 use crate::access::AccessLog;
@@ -47,25 +46,16 @@ use upstream::Upstreams;
 /// The HTTP/1 engine of one listener.
 pub struct H1 {
     shared: Arc<Shared>,
-    /// Index of this listener in the configuration.
-    listener: usize,
-    tls: bool,
+    /// The listener, and what it alone says of how requests come (TLS or not).
+    via: Via,
     upstreams: Arc<Upstreams>,
 }
 
 impl H1 {
     pub fn new(shared: Arc<Shared>, listener: usize) -> Self {
-        let tls = shared
-            .current
-            .load()
-            .config
-            .listeners
-            .get(listener)
-            .is_some_and(|l| l.tls.is_some());
         Self {
+            via: Via::of_listener(&shared, listener),
             shared,
-            listener,
-            tls,
             upstreams: Arc::new(Upstreams::new()),
         }
     }
@@ -132,12 +122,7 @@ impl H1 {
             _active: Active::new(&self.shared.active),
             snap,
             attempt: Attempt::default(),
-            via: Via {
-                listener: self.listener,
-                tls: self.tls,
-                h2: false,
-                scheme: if self.tls { Scheme::Https } else { Scheme::Http },
-            },
+            via: self.via,
             client: None,
             request_id: None,
             head: None,
@@ -226,6 +211,14 @@ impl H1 {
             idle,
             Some(record),
         ));
+        if matches!(
+            refusal,
+            Refusal::HeaderTooLarge | Refusal::BadRequest | Refusal::RequestTimeout
+        ) {
+            // The client sent something limpet refuses to read on from: what follows
+            // on the connection is not trusted to be a request of its own.
+            headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         *r.status_mut() = status;
         *r.headers_mut() = headers;
         r
