@@ -75,6 +75,15 @@ async fn a_client_that_stops_reading_is_closed() {
     })
     .await;
     assert!(drained.is_ok() && got < 100_000_000, "read {got} bytes");
+    // The access log says the response was cut, not only its status.
+    lb.wait_log("path=/download").await;
+    let line = lb
+        .log_text()
+        .lines()
+        .find(|l| l.contains("path=/download"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(line.contains("error=ConnectionClosed"), "{line}");
 }
 
 /// Trailers a backend declares reach a client that accepts them (`Trailer` is no

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use pingora_error::ErrorType;
 use tokio::time::Sleep;
 
 use crate::attempt::Attempt;
@@ -277,6 +278,8 @@ pub enum Source {
 /// A response body on its way to the client, with the request's record.
 pub struct DownBody {
     source: Source,
+    /// The body's end was handed to the engine.
+    ended: bool,
     /// `upstream_read_timeout`, and its timer while the backend is silent.
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
@@ -287,6 +290,7 @@ impl DownBody {
     pub fn new(source: Source, idle: Duration, record: Option<Box<Record>>) -> Self {
         Self {
             source,
+            ended: false,
             idle,
             timer: None,
             record,
@@ -302,6 +306,20 @@ impl DownBody {
             record.error = Some(kind);
         }
         Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Drop for DownBody {
+    /// A backend's body dropped before its end: the client went away or stopped
+    /// reading. The record says so (a body without content, as a `HEAD` answer's, is
+    /// not cut).
+    fn drop(&mut self) {
+        if let (Some(record), Source::Backend(body), false) = (self.record.as_mut(), &self.source, self.ended)
+        {
+            if !body.is_end_stream() && record.error.is_none() {
+                record.error = Some(ErrorType::ConnectionClosed.as_str());
+            }
+        }
     }
 }
 
@@ -342,7 +360,10 @@ impl Body for DownBody {
                 }
             }
             // The end: recorded now, before the engine reads the next request.
-            Poll::Ready(None) => this.record = None,
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.record = None;
+            }
             _ => {}
         }
         polled
