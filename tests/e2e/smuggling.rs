@@ -78,6 +78,7 @@ async fn ambiguous_framing_is_refused_or_read_one_way() {
             format!("POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n{HIDDEN}"),
         ),
     ];
+    let mut refusals = 0.0;
     for (name, request) in cases {
         rb.heads.lock().unwrap().clear();
         let (text, _) = raw_exchange(lb.addr, request.as_bytes()).await;
@@ -100,6 +101,9 @@ async fn ambiguous_framing_is_refused_or_read_one_way() {
         );
         // Refused (400) or one request answered; never two answers to one request.
         let refused = statuses == ["400"];
+        if refused {
+            refusals += 1.0;
+        }
         let once = heads.len() == 1 && statuses.first() == Some(&"200");
         assert!(
             refused || once,
@@ -115,4 +119,11 @@ async fn ambiguous_framing_is_refused_or_read_one_way() {
             );
         }
     }
+    // Every refusal is counted, the parser's own among them.
+    let counted = lb
+        .metric(r#"limpet_responses_total{code="400",pool="",reason="bad_request"}"#)
+        .await
+        + lb.metric(r#"limpet_responses_total{code="400",pool="web",reason="bad_request"}"#)
+            .await;
+    assert_eq!(counted, refusals, "{}", lb.log_text());
 }

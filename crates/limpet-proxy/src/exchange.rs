@@ -187,6 +187,13 @@ impl Refusal {
     }
 }
 
+/// Counts, under `pool=""`, an answer the HTTP/1 parser wrote itself to a head it
+/// could not read (hyper's bare `400` and `431`): every answer limpet's edge makes is
+/// counted.
+pub fn count_parser_answer(shared: &Shared, refusal: Refusal) {
+    refusal.count(&shared.unrouted, false);
+}
+
 /// The bytes of limpet's own HTTP/1.1 answer `refusal`, for the connection guard,
 /// which answers before any request exists (so before Pingora's session): the same
 /// shape as [`refuse`] writes, with `Connection: close`. Counted under `pool=""`.

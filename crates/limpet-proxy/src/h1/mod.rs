@@ -106,10 +106,23 @@ impl H1 {
             ended = conn.as_mut() => Some(ended),
             _ = down.changed(), if !stopping => None,
         };
-        if ended.is_none() {
-            // Stopping: the request in flight finishes, an idle connection closes now.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                // Stopping: the request in flight finishes, an idle connection closes
+                // now.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        // A head the parser could not read got the parser's own answer (a bare 400 or
+        // 431, without limpet's body): counted like limpet's.
+        if let Err(e) = ended {
+            if e.is_parse_too_large() {
+                exchange::count_parser_answer(&self.shared, Refusal::HeaderTooLarge);
+            } else if e.is_parse() {
+                exchange::count_parser_answer(&self.shared, Refusal::BadRequest);
+            }
         }
     }
 
