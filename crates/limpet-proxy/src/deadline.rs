@@ -35,6 +35,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora_core::protocols::l4::ext::get_tcp_info;
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
@@ -42,8 +43,6 @@ use pingora_core::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-
-use pingora_core::protocols::l4::ext::get_tcp_info;
 
 use crate::exchange::{raw_refusal, Refusal};
 use crate::shared::Shared;
@@ -91,16 +90,15 @@ impl Phase {
             .store((self.get() | PHASE).wrapping_add(1), Ordering::Relaxed);
     }
 }
-/// The most [`Guarded::next_request`] reads at once: what Pingora's own first read of a
-/// request head takes.
+/// The most [`Guarded::next_request`] reads at once (a typical request head).
 const FIRST_READ: usize = 4096;
 
 /// A client stream under the idle and request-head deadlines.
 pub struct Guarded {
     inner: Stream,
-    /// IDLE, HEAD or BODY, and the request count. Shared so that the engine, which
-    /// sees the stream behind a reference or not at all, can end the head phase
-    /// ([`head_parsed`], [`Phase`]); read and written by the connection's own task.
+    /// IDLE, HEAD or BODY, and the request count. Shared with the engine, which owns
+    /// the stream and says where heads and responses end ([`Phase`]); read and written
+    /// by the connection's own task.
     phase: Phase,
     idle: Duration,
     head: Duration,

@@ -238,6 +238,15 @@ pub struct Record {
     pub _active: Active,
 }
 
+impl Record {
+    /// The backend failed after the connection was made (`kind`): the request's error,
+    /// and a failure passive health counts.
+    pub fn upstream_failed(&mut self, kind: ErrorType) {
+        self.upstream_failure = Some(kind.as_str());
+        self.error = self.upstream_failure;
+    }
+}
+
 impl Drop for Record {
     fn drop(&mut self) {
         let bytes_in = self
@@ -287,6 +296,11 @@ pub struct DownBody {
 }
 
 impl DownBody {
+    /// limpet's own body (`None`: no body), which no backend's timeout concerns.
+    pub fn own(body: Option<Bytes>, record: Option<Box<Record>>) -> Self {
+        Self::new(Source::Own(body), Duration::ZERO, record)
+    }
+
     pub fn new(source: Source, idle: Duration, record: Option<Box<Record>>) -> Self {
         Self {
             source,
@@ -300,10 +314,9 @@ impl DownBody {
     /// The backend failed in the middle of its body: the error is recorded and the
     /// client's connection closes without the body's end, so a truncated response
     /// never looks complete.
-    fn failed(&mut self, kind: &'static str, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn failed(&mut self, kind: ErrorType, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(mut record) = self.record.take() {
-            record.upstream_failure = Some(kind);
-            record.error = Some(kind);
+            record.upstream_failed(kind);
         }
         Poll::Ready(Some(Err(e)))
     }
@@ -335,7 +348,7 @@ impl Body for DownBody {
         let polled = match &mut this.source {
             Source::Own(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Source::Backend(body) => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => return this.failed("ReadError", e.into()),
+                Poll::Ready(Some(Err(e))) => return this.failed(ErrorType::ReadError, e.into()),
                 Poll::Ready(other) => {
                     this.timer = None;
                     Poll::Ready(other.map(|f| f.map_err(BoxError::from)))
@@ -346,8 +359,10 @@ impl Body for DownBody {
                         .timer
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                     if timer.as_mut().poll(cx).is_ready() {
-                        return this
-                            .failed("ReadTimedout", "backend silent for upstream_read_timeout".into());
+                        return this.failed(
+                            ErrorType::ReadTimedout,
+                            "backend silent for upstream_read_timeout".into(),
+                        );
                     }
                     Poll::Pending
                 }

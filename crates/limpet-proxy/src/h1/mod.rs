@@ -40,7 +40,7 @@ use crate::exchange::{self, Refusal, Via};
 use crate::finish::LoggedHead;
 use crate::request;
 use crate::shared::{Active, Shared};
-use body::{DownBody, Record, Source};
+use body::{DownBody, Record};
 use upstream::Upstreams;
 
 /// The HTTP/1 engine of one listener.
@@ -76,11 +76,10 @@ impl H1 {
         builder
             .half_close(true)
             .keep_alive(true)
-            // hyper's default of 100 header fields stands (HAProxy's is 101): a head
-            // with more gets 431. Setting any other number makes hyper fill an array
-            // of that many entries for every head it parses.
             // A backstop only: the guard answers a head above the limit (431) as it
-            // reads, before hyper's buffer is full.
+            // reads, before hyper's buffer is full. (hyper's default of 100 header
+            // fields stands, HAProxy's is 101: any other number makes hyper fill an
+            // array of that many entries for every head it parses.)
             .max_buf_size(max_head.saturating_mul(2).max(16 * 1024));
         let this = self.clone();
         let service = hyper::service::service_fn(move |req| {
@@ -218,10 +217,8 @@ impl H1 {
             .unwrap_or_else(|_| refusal.body());
         let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         record.status = status.as_u16();
-        let idle = snap.config.server.upstream_read_timeout;
-        let mut r = Response::new(DownBody::new(
-            Source::Own(Some(Bytes::from_static(body.as_bytes()))),
-            idle,
+        let mut r = Response::new(DownBody::own(
+            Some(Bytes::from_static(body.as_bytes())),
             Some(record),
         ));
         if matches!(

@@ -111,8 +111,7 @@ pub(super) async fn proxy(
         match wait(&mut conn, up, timeout, tee.as_ref()).await {
             Ok(resp) => break (conn, resp),
             Err(Failed::Timeout) => {
-                record.upstream_failure = Some(ErrorType::ReadTimedout.as_str());
-                record.error = record.upstream_failure;
+                record.upstream_failed(ErrorType::ReadTimedout);
                 return h1.refuse(record, Some(pool_index), Refusal::UpstreamTimeout, None);
             }
             Err(Failed::ClientStalled) => {
@@ -150,8 +149,7 @@ pub(super) async fn proxy(
                 } else {
                     ErrorType::ReadError
                 };
-                record.upstream_failure = Some(kind.as_str());
-                record.error = record.upstream_failure;
+                record.upstream_failed(kind);
                 let refusal = if e.is_parse_too_large() {
                     Refusal::ResponseTooLarge
                 } else {
@@ -166,13 +164,11 @@ pub(super) async fn proxy(
     // on a tunnel that does not exist. The backend answered wrongly: 502.
     let switched = head.status == StatusCode::SWITCHING_PROTOCOLS;
     if switched && upgrade.is_none() {
-        record.upstream_failure = Some(ErrorType::InvalidHTTPHeader.as_str());
-        record.error = record.upstream_failure;
+        record.upstream_failed(ErrorType::InvalidHTTPHeader);
         return h1.refuse(record, Some(pool_index), Refusal::UpstreamError, None);
     }
     if request::fields_bytes(&head.headers) > snap.config.server.max_response_header_bytes {
-        record.upstream_failure = Some(ErrorType::InvalidHTTPHeader.as_str());
-        record.error = record.upstream_failure;
+        record.upstream_failed(ErrorType::InvalidHTTPHeader);
         return h1.refuse(record, Some(pool_index), Refusal::ResponseTooLarge, None);
     }
     record.upstream_status = Some(head.status.as_u16());
@@ -191,12 +187,11 @@ pub(super) async fn proxy(
             record.phase = None;
             tokio::spawn(tunnel((client, backend), conn, timeout, record));
         }
-        return Response::from_parts(head, DownBody::new(Source::Own(None), timeout, None));
+        return Response::from_parts(head, DownBody::own(None, None));
     }
-    if upgrade.is_none() {
-        // Ready for the next request once this body has been read.
-        h1.upstreams.put(conn);
-    }
+    // Ready for the next request once this body has been read (a connection made for
+    // an upgrade is never kept).
+    h1.upstreams.put(conn);
     Response::from_parts(
         head,
         DownBody::new(Source::Backend(incoming), timeout, Some(record)),
